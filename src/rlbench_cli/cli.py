@@ -1,0 +1,361 @@
+"""The `rlbench` command line: train, eval, compare, grade, recipes, validate, env, testbed.
+
+Heavy libraries (torch, transformers, trl) are imported inside command bodies, so `rlbench --help` and
+`rlbench validate` start instantly. Bad input raises UserError: one message, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rlbench_cli.errors import UserError
+
+app = typer.Typer(
+    name="rlbench",
+    help="Compare LLM post-training algorithms reproducibly (SFT, RAFT/RAFT++, Reinforce(-Rej), GRPO, PPO, DPO).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+testbed_app = typer.Typer(help="The CPU testbed: a synthetic task and a tiny locally built model.", no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _command_line() -> str:
+    return "rlbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _split_csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/tiny/grpo.yaml.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the recipe seed.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Run several seeds one after another, e.g. 0,1,2.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Results folder (default: the recipe's output.dir).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; load nothing.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    launcher: Annotated[str, typer.Option(help="none (this process) or accelerate (multi-process/GPU).")] = "none",
+    num_processes: Annotated[int, typer.Option(help="Processes for --launcher accelerate.")] = 1,
+    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed ZeRO stage for accelerate: zero2 or zero3.")] = None,
+) -> None:
+    """Train a recipe. Writes results/<run-name>/ (recipe, manifest, metrics, model, log)."""
+    from rlbench_cli.config import load_recipe
+
+    extra = list(overrides or [])
+    if max_steps is not None:
+        extra.append(f"optim.max_steps={max_steps}")
+    if output is not None:
+        extra.append(f"output.dir={output}")
+    seed_list = [int(s) for s in _split_csv(seeds)] if seeds else [seed] if seed is not None else [None]
+    if seeds and seed is not None:
+        raise UserError("use either --seed or --seeds", where="command line")
+    if launcher not in ("none", "accelerate"):
+        raise UserError(f"unknown launcher {launcher!r}", where="--launcher", fix="use none or accelerate")
+    if deepspeed not in (None, "zero2", "zero3"):
+        raise UserError(f"unknown DeepSpeed stage {deepspeed!r}", where="--deepspeed", fix="use zero2 or zero3")
+    recipes = [load_recipe(recipe, extra + ([f"seed={s}"] if s is not None else [])) for s in seed_list]
+    if launcher == "accelerate" or num_processes > 1 or deepspeed:
+        from rlbench_cli.training.launch import launch_command, run_launch
+
+        for r in recipes:
+            cmd = launch_command(recipe, extra + [f"seed={r.seed}"], num_processes=num_processes, deepspeed=deepspeed,
+                                 resume=resume, overwrite=overwrite)
+            if dry_run:
+                _print_plan(r, num_processes)
+                console.print("[bold]Launch command:[/] " + " ".join(shlex.quote(c) for c in cmd))
+            else:
+                run_launch(cmd)
+        return
+    for r in recipes:
+        if dry_run:
+            _print_plan(r, 1)
+            continue
+        from rlbench_cli.training.run import run_training
+
+        run_dir = run_training(r, command=_command_line(), resume=resume, overwrite=overwrite, console=console)
+        console.print(f"[green]Run complete:[/] {run_dir}   next: rlbench eval {run_dir}")
+
+
+def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from rlbench_cli.config import recipe_to_yaml
+    from rlbench_cli.training.launch import reference_departures
+    from rlbench_cli.training.run import plan
+
+    console.print(f"[bold]Recipe[/] {recipe.name} ({recipe.algorithm.name}), seed {recipe.seed}")
+    console.print(recipe_to_yaml(recipe), markup=False, highlight=False)
+    table = Table(title="Batch arithmetic (per device)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in plan(recipe, num_processes).items():
+        table.add_row(key, str(value))
+    console.print(table)
+    out = Path(recipe.output.dir) / recipe.run_name
+    console.print(f"Would write: {out}/ (recipe.yaml, manifest.json, metrics.jsonl, train.log, model/)")
+    notes = reference_departures(recipe)
+    if notes:
+        console.print("[bold yellow]Departures from the reference paper's settings (REFERENCE.md §1):[/]")
+        for note in notes:
+            console.print(f"  - {note}")
+
+
+# ----------------------------------------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_cmd(
+    target: Annotated[str | None, typer.Argument(help="Run folder, model folder or hub id (default: latest run).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub id (same as TARGET).")] = None,
+    benchmarks: Annotated[str | None, typer.Option(help="Comma-separated benchmarks (default: the recipe's or "
+                                                        "math500,minerva_math,olympiadbench).")] = None,
+    k: Annotated[int, typer.Option(help="Samples per problem (mean@k).")] = 16,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Max new tokens (default: the recipe's eval setting, "
+                                                            "else 4096).")] = None,
+    template: Annotated[str | None, typer.Option(help="Prompt template: paper, plain or raw.")] = None,
+    backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
+    batch_size: Annotated[int, typer.Option(help="Generation batch size (results do not depend on it).")] = 64,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with local benchmark JSONL files "
+                                                       "(or set RLBENCH_DATA_DIR).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")] = None,
+    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    label: Annotated[str | None, typer.Option(help="Row label for a base model.")] = None,
+    workers: Annotated[int, typer.Option(help="Grader worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Per-answer grading time limit (s).")] = 5.0,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallelism.")] = 1,
+    shard: Annotated[str | None, typer.Option(help="Evaluate shard I/N of the problems (multi-GPU).")] = None,
+) -> None:
+    """Evaluate mean@k (also pass@k, maj@k) on the benchmarks. Rerunning resumes an interrupted eval."""
+    from rlbench_cli.evaluation.runner import run_eval
+
+    if target and model:
+        raise UserError("give the model either as TARGET or with --model, not both", where="command line")
+    chosen = model or target
+    bench_list = _split_csv(benchmarks) or _default_benchmarks(chosen, results)
+    shard_t = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            raise UserError(f"bad shard {shard!r}", where="--shard", fix="write I/N with 0 <= I < N, e.g. 0/4") from None
+        shard_t = (i, n)
+    run_eval(
+        chosen, results_dir=results, benchmarks=bench_list, k=k, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens or _default_max_new_tokens(chosen, results), prompt_template=template,
+        backend=backend, batch_size=batch_size, seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
+        grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
+        console=console,
+    )
+
+
+def _run_recipe_eval(chosen: str | None, results: Path) -> dict | None:
+    """The eval section of a run folder's resolved recipe, if TARGET is a run folder."""
+    import yaml
+
+    folder = Path(chosen) if chosen else None
+    if folder is None or not (folder / "recipe.yaml").is_file():
+        return None
+    try:
+        return (yaml.safe_load((folder / "recipe.yaml").read_text()) or {}).get("eval")
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _default_benchmarks(chosen: str | None, results: Path) -> list[str]:
+    from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
+
+    section = _run_recipe_eval(chosen, results)
+    if section and section.get("benchmarks"):
+        return list(section["benchmarks"])
+    if chosen and Path(chosen).is_dir() and (Path(chosen) / "testbed.json").exists():
+        return list(TESTBED_EVAL)
+    return list(PAPER_EVAL)
+
+
+def _default_max_new_tokens(chosen: str | None, results: Path) -> int:
+    section = _run_recipe_eval(chosen, results)
+    if section and section.get("max_new_tokens"):
+        return int(section["max_new_tokens"])
+    if chosen and Path(chosen).is_dir() and (Path(chosen) / "testbed.json").exists():
+        return 64
+    return 4096
+
+
+# -------------------------------------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("results"),
+    fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = "rich",
+    output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Recipe name or label to test every row against.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Add published rows: minimal-rl.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write training-curve and bar-chart PNGs here.")] = None,
+    extra: Annotated[str | None, typer.Option(help="Extra columns: pass@k,maj@k,entropy,wall_time,gen_tokens.")] = None,
+) -> None:
+    """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
+    from rlbench_cli.compare import run_compare
+
+    if fmt not in ("rich", "markdown", "latex", "csv", "json"):
+        raise UserError(f"unknown format {fmt!r}", where="--format", fix="use rich, markdown, latex, csv or json")
+    if not results_dir.is_dir():
+        raise UserError("results folder not found", where=str(results_dir), fix="train and eval a run first")
+    run_compare(results_dir, fmt=fmt, output=output, baseline=baseline, reference=reference, plots_dir=plots,
+                extra_columns=_split_csv(extra), console=console)
+
+
+# ---------------------------------------------------------------------------------------------------------- grade
+
+
+@app.command()
+def grade(
+    file: Annotated[Path, typer.Argument(help="JSONL with `completion` and `gold` per line (optional `id`).")],
+    output: Annotated[Path | None, typer.Option(help="Output JSONL (default: FILE with .graded.jsonl).")] = None,
+    workers: Annotated[int, typer.Option(help="Grader worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Per-answer time limit (s).")] = 5.0,
+) -> None:
+    """Grade completions produced elsewhere with rlbench's grader; prints accuracy."""
+    from rlbench_cli.evaluation.grader import grade_file
+
+    if not file.is_file():
+        raise UserError("file not found", where=str(file))
+    out = output or file.with_suffix(".graded.jsonl")
+    summary = grade_file(file, out, workers=workers, timeout_s=timeout)
+    console.print(f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['n']}), "
+                  f"timeouts {summary['timeouts']} → {out}")
+
+
+# ---------------------------------------------------------------------------------------------- recipes, validate
+
+
+def _recipe_files() -> list[Path]:
+    return sorted(RECIPES_DIR.rglob("*.yaml")) if RECIPES_DIR.is_dir() else []
+
+
+@app.command()
+def recipes(
+    keys: Annotated[bool, typer.Option("--keys", help="Print every recipe key, its default and meaning.")] = False,
+) -> None:
+    """List shipped recipes with a one-line description each."""
+    import yaml
+    from rich.table import Table
+
+    if keys:
+        from rlbench_cli.config import reference_rows
+
+        table = Table("key", "default", "meaning")
+        for row in reference_rows():
+            table.add_row(*row)
+        console.print(table)
+        return
+    table = Table("recipe", "algorithm", "description")
+    for path in _recipe_files():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            algo = (data.get("algorithm") or {}).get("name", "?")
+            desc = data.get("description", "")
+        except (OSError, yaml.YAMLError):
+            algo, desc = "?", "(unreadable)"
+        table.add_row(str(path.relative_to(RECIPES_DIR.parent)), algo, desc)
+    console.print(table)
+
+
+@app.command()
+def validate(
+    recipe_files: Annotated[list[Path], typer.Argument(help="Recipe YAML files.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override (repeatable).")] = None,
+) -> None:
+    """Validate recipes (schema, types, ranges, batch arithmetic) without loading any model."""
+    from rlbench_cli.config import load_recipe
+    from rlbench_cli.training.run import plan
+
+    for path in recipe_files:
+        r = load_recipe(path, list(overrides or []))
+        plan(r)
+        console.print(f"[green]ok[/] {path}: {r.name} ({r.algorithm.name})")
+
+
+@app.command()
+def env() -> None:
+    """Print versions, git commit and hardware, for bug reports."""
+    import json
+
+    from rlbench_cli.records import git_commit, hardware_info, package_versions
+
+    console.print_json(json.dumps({"versions": package_versions(), "git_commit": git_commit(),
+                                   "hardware": hardware_info()}))
+
+
+# -------------------------------------------------------------------------------------------------------- testbed
+
+
+@testbed_app.command("build")
+def testbed_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")] = None,
+) -> None:
+    """Build (or find in the cache) the tiny testbed base model. Deterministic; cached by config hash."""
+    from rlbench_cli.testbed.model import build_base_model
+
+    path = build_base_model(cache_dir, force=force, progress=True)
+    console.print(f"[green]testbed base model:[/] {path}")
+    console.print(f"next: rlbench eval --model {path} --k 16   or   rlbench train recipes/tiny/grpo.yaml")
+
+
+@testbed_app.command("show")
+def testbed_show(
+    split: Annotated[str, typer.Argument(help="sft, train, easy, medium or hard.")] = "easy",
+    n: Annotated[int, typer.Option(help="How many problems.")] = 5,
+) -> None:
+    """Print a few problems of a testbed split."""
+    from rlbench_cli.testbed.task import generate_split
+
+    for row in generate_split(split)[:n]:
+        console.print(f"[bold]{row['id']}[/] {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

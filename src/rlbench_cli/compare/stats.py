@@ -1,0 +1,125 @@
+"""Statistics for `rlbench compare`: standard errors, Student-t intervals and a paired bootstrap.
+
+All functions are pure (numpy in, numbers out). numpy/scipy are imported inside functions so that importing the
+compare package stays cheap for the CLI.
+
+Bootstrap design (see `paired_bootstrap`): problems are the paired unit. In every resample the same problem
+indices are drawn for both arms (per benchmark), and, when an arm has several seeds, that arm's seeds are also
+resampled with replacement (independently per arm: seeds of two recipes are different runs, not pairs). The
+statistic is the mean over benchmarks of (mean over the arm's seeds and problems), difference row − baseline.
+The p-value is two-sided and percentile-based: twice the smaller tail mass of the bootstrap differences on either
+side of zero, with the +1 correction so it is never exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof=1) / sqrt(n); 0.0 for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return math.sqrt(var / n)
+
+
+def combine_se(ses: Sequence[float]) -> float:
+    """SE of the mean of independent estimates: sqrt(sum se²) / n (used for the Average column)."""
+    if not ses:
+        return float("nan")
+    return math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the Student-t confidence interval; half-width is nan for a single value."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * standard_error(values)
+    return mean, half
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Difference (arm − baseline), its percentile interval and two-sided p-value."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_boot: int
+    n_problems: int
+    n_seeds: int
+    n_seeds_baseline: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_bootstrap(
+    arm: Sequence[Any],
+    baseline: Sequence[Any],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    chunk: int = 500,
+) -> BootstrapResult:
+    """Paired bootstrap of mean(arm) − mean(baseline) over benchmarks.
+
+    `arm[j]` and `baseline[j]` are per-problem score matrices for benchmark j, shape (seeds, problems), with the
+    problem columns in the same order in both arms (pair them by problem id before calling). The seed counts may
+    differ between the arms but must be the same across benchmarks within one arm.
+    """
+    import numpy as np
+
+    if len(arm) != len(baseline) or not arm:
+        raise ValueError("arm and baseline need the same, non-zero number of benchmarks")
+    a_mats = [np.atleast_2d(np.asarray(m, dtype=float)) for m in arm]
+    b_mats = [np.atleast_2d(np.asarray(m, dtype=float)) for m in baseline]
+    sa, sb = a_mats[0].shape[0], b_mats[0].shape[0]
+    for a, b in zip(a_mats, b_mats, strict=True):
+        if a.shape[1] != b.shape[1] or a.shape[1] == 0:
+            raise ValueError(f"problem counts differ or are zero: {a.shape[1]} vs {b.shape[1]}")
+        if a.shape[0] != sa or b.shape[0] != sb:
+            raise ValueError("seed counts must be the same across benchmarks within an arm")
+
+    observed = float(np.mean([a.mean() - b.mean() for a, b in zip(a_mats, b_mats, strict=True)]))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        # Seeds are runs: one seed draw per replicate, shared by all benchmarks of that arm.
+        seed_a = rng.integers(0, sa, size=(m, sa)) if sa > 1 else np.zeros((m, 1), dtype=int)
+        seed_b = rng.integers(0, sb, size=(m, sb)) if sb > 1 else np.zeros((m, 1), dtype=int)
+        total = np.zeros(m)
+        for a, b in zip(a_mats, b_mats, strict=True):
+            p = a.shape[1]
+            idx = rng.integers(0, p, size=(m, p))
+            # Per-seed problem means under the shared problem resample: shape (seeds, m).
+            a_means = a[:, idx].mean(axis=2)
+            b_means = b[:, idx].mean(axis=2)
+            rows = np.arange(m)[:, None]
+            total += a_means.T[rows, seed_a].mean(axis=1) - b_means.T[rows, seed_b].mean(axis=1)
+        diffs[start:start + m] = total / len(a_mats)
+
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    below = (1 + int(np.sum(diffs <= 0))) / (n_boot + 1)
+    above = (1 + int(np.sum(diffs >= 0))) / (n_boot + 1)
+    p_value = min(1.0, 2 * min(below, above))
+    return BootstrapResult(
+        diff=observed, ci_low=float(lo), ci_high=float(hi), p_value=float(p_value), n_boot=n_boot,
+        n_problems=int(sum(a.shape[1] for a in a_mats)), n_seeds=sa, n_seeds_baseline=sb,
+    )

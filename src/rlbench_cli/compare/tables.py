@@ -1,0 +1,641 @@
+"""Build the comparison table (rows × benchmark columns) and render it as rich, markdown, LaTeX, CSV or JSON.
+
+Rows are recipes (runs grouped across seeds), base models first. A cell is the metric (default mean@k) with its
+uncertainty: one seed → ± standard error over problems; several seeds → mean across seeds ± 95% Student-t
+half-width. "Average" is the mean over the table's benchmarks and is shown only for rows that have all of them.
+
+Mixed evaluation settings: scores obtained under different k, temperature, top_p, max_new_tokens, prompt
+template, benchmark data (sha256) or grader version are never pooled. Across rows, a benchmark evaluated under
+several settings is split into one column per setting, labelled with what differs (e.g. "MATH500 (k=4)"), and a
+warning says so. Within one row (the seeds of one recipe) differing settings are refused with a UserError, since
+the row's mean and interval would silently pool incomparable numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlbench_cli.compare.loader import Run, benchmark_sort_key
+from rlbench_cli.compare.reference import PAPER_AVERAGE_BENCHMARKS, PAPER_PROTOCOL, reference_rows
+from rlbench_cli.compare.stats import BootstrapResult, combine_se, paired_bootstrap, standard_error, t_interval
+from rlbench_cli.errors import UserError
+
+EXTRA_COLUMNS: dict[str, str] = {
+    "pass@k": "pass@k", "maj@k": "maj@k", "entropy": "Entropy", "wall_time": "Wall time", "gen_tokens": "Gen tokens",
+}
+AVERAGE = "average"
+SIG_LEVEL = 0.05
+N_BOOT = 10_000
+ALGORITHM_ORDER = ("sft", "raft", "raftpp", "raft++", "reinforce", "reinforce_rej", "reinforce-rej", "grpo", "ppo",
+                   "dpo", "iterative_dpo", "iterative-dpo")
+
+
+@dataclass
+class Column:
+    key: str
+    header: str
+    benchmark: str | None  # None for Average
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    value: float  # fraction
+    uncertainty: float | None  # fraction: SE (one seed) or CI half-width (several seeds)
+    kind: str  # "se" | "ci95" | "reference"
+    n_seeds: int
+    best: bool = False
+    test: BootstrapResult | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.test is not None and self.test.p_value < SIG_LEVEL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value, "uncertainty": self.uncertainty, "uncertainty_kind": self.kind,
+            "n_seeds": self.n_seeds, "best": self.best,
+            "vs_baseline": self.test.to_dict() if self.test else None,
+            "significant": self.significant if self.test else None,
+        }
+
+
+@dataclass
+class Row:
+    label: str
+    recipe_name: str | None
+    kind: str  # "base" | "train" | "reference"
+    algorithm: str | None = None
+    runs: list[Run] = field(default_factory=list)
+    cells: dict[str, Cell] = field(default_factory=dict)
+    extras: dict[str, float | None] = field(default_factory=dict)
+    is_baseline: bool = False
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.runs)
+
+
+@dataclass
+class Comparison:
+    metric: str
+    columns: list[Column]
+    rows: list[Row]
+    extra_columns: list[str]
+    warnings: list[str]
+    baseline: Row | None = None
+    reference: str | None = None
+    legend: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        comparisons = [
+            {"row": r.label, "column": k, **c.test.to_dict()}
+            for r in self.rows for k, c in r.cells.items() if c.test is not None
+        ]
+        return {
+            "metric": self.metric,
+            "columns": [{"key": c.key, "header": c.header, "benchmark": c.benchmark, "settings": c.settings}
+                        for c in self.columns],
+            "extra_columns": list(self.extra_columns),
+            "rows": [{
+                "label": r.label, "recipe_name": r.recipe_name, "kind": r.kind, "algorithm": r.algorithm,
+                "baseline": r.is_baseline, "runs": [x.name for x in r.runs], "seeds": [x.seed for x in r.runs],
+                "n_seeds": r.n_seeds,
+                "cells": {c.key: (r.cells[c.key].to_dict() if c.key in r.cells else None) for c in self.columns},
+                "extras": dict(r.extras),
+            } for r in self.rows],
+            "stats": {
+                "baseline": self.baseline.label if self.baseline else None,
+                "method": "paired bootstrap over problems (and seeds when a row has several), "
+                          "percentile 95% interval, two-sided p-value",
+                "n_boot": N_BOOT, "significance_level": SIG_LEVEL, "comparisons": comparisons,
+            },
+            "reference": self.reference,
+            "legend": list(self.legend),
+            "warnings": list(self.warnings),
+        }
+
+
+# ---------------------------------------------------------------- building
+
+
+def _short(key: str, value: Any) -> str:
+    if key == "data" and isinstance(value, str):
+        return f"data={value[:8]}"
+    return f"{key}={value}"
+
+
+def _group_rows(runs: list[Run], warnings: list[str]) -> list[Row]:
+    groups: dict[tuple[bool, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.kind != "base", run.recipe_name), []).append(run)
+    rows: list[Row] = []
+    for (_, recipe), members in groups.items():
+        kept: list[Run] = []
+        seen: dict[int, str] = {}
+        for run in members:
+            if run.seed is not None and run.seed in seen:
+                warnings.append(f"{run.name}: duplicate seed {run.seed} of recipe {recipe!r} "
+                                f"(already have {seen[run.seed]}); ignored")
+                continue
+            if run.seed is not None:
+                seen[run.seed] = run.name
+            kept.append(run)
+        labels = sorted({r.label for r in kept})
+        if len(labels) > 1:
+            warnings.append(f"recipe {recipe!r}: runs have different labels {labels}; using {kept[0].label!r}")
+        kind = "base" if kept[0].kind == "base" else "train"
+        rows.append(Row(label=kept[0].label, recipe_name=recipe, kind=kind, algorithm=kept[0].algorithm, runs=kept))
+
+    def order(row: Row) -> tuple[int, int, str]:
+        algo = (row.algorithm or "").lower()
+        rank = ALGORITHM_ORDER.index(algo) if algo in ALGORITHM_ORDER else len(ALGORITHM_ORDER)
+        return (0 if row.kind == "base" else 1, rank, row.recipe_name or "")
+
+    rows.sort(key=order)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.label] = counts.get(row.label, 0) + 1
+    for row in rows:  # same label for two recipes (e.g. two base models): disambiguate with the recipe name
+        if counts[row.label] > 1:
+            row.label = f"{row.label} ({row.recipe_name})"
+    return rows
+
+
+def _build_columns(rows: list[Row], warnings: list[str]) -> list[Column]:
+    for row in rows:
+        for run_a in row.runs:
+            for run_b in row.runs:
+                for bench, ev in run_a.evals.items():
+                    other = run_b.evals.get(bench)
+                    if other is not None and other.signature != ev.signature and run_a.name < run_b.name:
+                        diff = [f"{k}: {a!r} vs {b!r}" for (k, a), (_, b) in
+                                zip(ev.signature, other.signature, strict=True) if a != b]
+                        raise UserError(
+                            f"runs {run_a.name} and {run_b.name} of recipe {row.recipe_name!r} were evaluated on "
+                            f"{bench} under different settings ({'; '.join(diff)}), so their seeds cannot be "
+                            "averaged into one row",
+                            where=str(other.path),
+                            fix="re-evaluate both runs with the same settings (rlbench eval), or compare them "
+                                "from separate results folders",
+                        )
+    sigs: dict[str, list[tuple]] = {}
+    names: dict[str, str] = {}
+    for row in rows:
+        for run in row.runs:
+            for bench, ev in run.evals.items():
+                names.setdefault(bench, ev.display_name)
+                if ev.signature not in sigs.setdefault(bench, []):
+                    sigs[bench].append(ev.signature)
+    columns: list[Column] = []
+    for bench in sorted(sigs, key=benchmark_sort_key):
+        variants = sorted(sigs[bench], key=lambda s: [str(v) for _, v in s])
+        if len(variants) == 1:
+            columns.append(Column(bench, names[bench], bench, dict(variants[0])))
+            continue
+        differing = [i for i in range(len(variants[0])) if len({v[i][1] for v in variants}) > 1]
+        headers = []
+        for sig in variants:
+            tag = ", ".join(_short(*sig[i]) for i in differing)
+            headers.append(tag)
+            columns.append(Column(f"{bench} ({tag})", f"{names[bench]} ({tag})", bench, dict(sig)))
+        warnings.append(f"{names[bench]} was evaluated under different settings; split into separate columns: "
+                        + "; ".join(headers))
+    return columns
+
+
+def _metric_se(run: Run, bench: str, metric: str) -> float | None:
+    ev = run.evals[bench]
+    se = ev.metrics.get(f"{metric}_se")
+    if isinstance(se, int | float):
+        return float(se)
+    scores = ev.problem_scores(metric)
+    return standard_error(list(scores.values())) if scores else None
+
+
+def _cell_from_runs(values: list[float], ses: list[float | None]) -> Cell:
+    if len(values) == 1:
+        return Cell(values[0], ses[0], "se", 1)
+    mean, half = t_interval(values)
+    return Cell(mean, half, "ci95", len(values))
+
+
+def _fill_cells(row: Row, columns: list[Column], metric: str, warnings: list[str]) -> None:
+    bench_cols = [c for c in columns if c.benchmark is not None]
+    for col in bench_cols:
+        runs = [r for r in row.runs if col.benchmark in r.evals
+                and dict(r.evals[col.benchmark].signature) == col.settings]
+        if runs:
+            values = [float(r.evals[col.benchmark].metrics[metric]) for r in runs]
+            row.cells[col.key] = _cell_from_runs(values, [_metric_se(r, col.benchmark, metric) for r in runs])
+    benchmarks = sorted({c.benchmark for c in bench_cols}, key=benchmark_sort_key)
+    complete = [r for r in row.runs if all(b in r.evals for b in benchmarks)]
+    if not complete or not benchmarks:
+        return
+    if len(complete) < row.n_seeds:
+        warnings.append(f"{row.label}: Average uses {len(complete)} of {row.n_seeds} seeds "
+                        "(the others miss a benchmark)")
+    averages = [sum(float(r.evals[b].metrics[metric]) for b in benchmarks) / len(benchmarks) for r in complete]
+    if len(complete) == 1:
+        ses = [_metric_se(complete[0], b, metric) for b in benchmarks]
+        se = None if any(s is None for s in ses) else combine_se([s for s in ses if s is not None])
+        row.cells[AVERAGE] = Cell(averages[0], se, "se", 1)
+    else:
+        mean, half = t_interval(averages)
+        row.cells[AVERAGE] = Cell(mean, half, "ci95", len(complete))
+
+
+def _last_value(metrics: list[dict[str, Any]], key: str) -> float | None:
+    for rec in reversed(metrics):
+        v = rec.get(key)
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def total_gen_tokens(metrics: list[dict[str, Any]]) -> float | None:
+    """Total generated tokens: the last value if the logged series is cumulative (never decreases), else the sum."""
+    vals = [float(r["gen_tokens"]) for r in metrics if isinstance(r.get("gen_tokens"), int | float)]
+    if not vals:
+        return None
+    cumulative = all(b >= a for a, b in zip(vals, vals[1:], strict=False))
+    return vals[-1] if cumulative else sum(vals)
+
+
+def _fill_extras(row: Row, extras: Sequence[str], benchmarks: list[str]) -> None:
+    def mean(xs: list[float | None]) -> float | None:
+        got = [x for x in xs if x is not None]
+        return sum(got) / len(got) if got else None
+
+    for name in extras:
+        per_run: list[float | None] = []
+        for run in row.runs:
+            if name in ("pass@k", "maj@k"):
+                vals = [run.evals[b].metrics.get(name) for b in benchmarks if b in run.evals]
+                per_run.append(mean([float(v) for v in vals if isinstance(v, int | float)]))
+            elif name == "entropy":
+                per_run.append(_last_value(run.metrics, "entropy"))
+            elif name == "wall_time":
+                per_run.append(run.wall_time_s)
+            elif name == "gen_tokens":
+                per_run.append(total_gen_tokens(run.metrics))
+        row.extras[name] = mean(per_run)
+
+
+def _mark_best(rows: list[Row], columns: list[Column]) -> None:
+    for col in [*columns]:
+        cells = [r.cells[col.key] for r in rows if r.kind != "reference" and col.key in r.cells]
+        if not cells:
+            continue
+        top = max(c.value for c in cells)
+        for c in cells:
+            c.best = c.value >= top - 1e-12
+
+
+def resolve_baseline(rows: list[Row], name: str) -> Row:
+    """The row whose recipe_name (exact) or label (case-insensitive) is `name`."""
+    for row in rows:
+        if row.recipe_name == name:
+            return row
+    matches = [r for r in rows if r.label.lower() == name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(sorted({r.recipe_name or r.label for r in rows} | {r.label for r in rows}))
+    if len(matches) > 1:
+        raise UserError(f"baseline {name!r} matches several rows", where="--baseline",
+                        fix=f"give the recipe name instead; known: {known}")
+    raise UserError(f"no run matches baseline {name!r}", where="--baseline",
+                    fix=f"use a recipe name or label from the results folder: {known}")
+
+
+def _score_matrices(
+    runs_a: list[Run], runs_b: list[Run], bench: str, metric: str
+) -> tuple[list[list[float]], list[list[float]], int, int] | None:
+    """Per-problem score matrices (seeds × problems) of two arms, paired by problem id; None if unavailable."""
+    maps_a = [r.evals[bench].problem_scores(metric) for r in runs_a]
+    maps_b = [r.evals[bench].problem_scores(metric) for r in runs_b]
+    if any(m is None for m in maps_a + maps_b):
+        return None
+    all_maps = [m for m in maps_a + maps_b if m is not None]
+    common = set(all_maps[0])
+    for m in all_maps[1:]:
+        common &= set(m)
+    ids = sorted(common)
+    if not ids:
+        return None
+    largest = max(len(m) for m in all_maps)
+    mat_a = [[m[i] for i in ids] for m in maps_a if m is not None]
+    mat_b = [[m[i] for i in ids] for m in maps_b if m is not None]
+    return mat_a, mat_b, len(ids), largest
+
+
+def _run_significance(comp: Comparison, baseline: Row) -> None:
+    base_cols = {c.key for c in comp.columns if c.key in baseline.cells}
+    bench_cols = [c for c in comp.columns if c.benchmark is not None]
+    benchmarks = sorted({c.benchmark for c in bench_cols if c.benchmark}, key=benchmark_sort_key)
+    for row in comp.rows:
+        if row is baseline or row.kind == "reference":
+            continue
+        for col in bench_cols:
+            if col.key not in row.cells or col.key not in base_cols:
+                continue
+            bench = col.benchmark or ""
+            runs_a = [r for r in row.runs if bench in r.evals and dict(r.evals[bench].signature) == col.settings]
+            runs_b = [r for r in baseline.runs if bench in r.evals
+                      and dict(r.evals[bench].signature) == col.settings]
+            got = _score_matrices(runs_a, runs_b, bench, comp.metric)
+            if got is None:
+                comp.warnings.append(f"{row.label} vs {baseline.label} on {col.header}: no per-problem scores "
+                                     "with shared problem ids; no significance test")
+                continue
+            mat_a, mat_b, n_common, largest = got
+            if n_common < largest:
+                comp.warnings.append(f"{row.label} vs {baseline.label} on {col.header}: only {n_common} of "
+                                     f"{largest} problems are shared; the test uses those")
+            row.cells[col.key].test = paired_bootstrap([mat_a], [mat_b], n_boot=N_BOOT, seed=0)
+        if AVERAGE not in row.cells or AVERAGE not in baseline.cells:
+            continue
+        runs_a = [r for r in row.runs if all(b in r.evals for b in benchmarks)]
+        runs_b = [r for r in baseline.runs if all(b in r.evals for b in benchmarks)]
+        same_cols = all(runs_a[0].evals[b].signature == runs_b[0].evals[b].signature for b in benchmarks)
+        if not same_cols:
+            comp.warnings.append(f"{row.label} vs {baseline.label}: Average not tested (benchmarks evaluated "
+                                 "under different settings)")
+            continue
+        arms_a, arms_b = [], []
+        for b in benchmarks:
+            got = _score_matrices(runs_a, runs_b, b, comp.metric)
+            if got is None:
+                break
+            arms_a.append(got[0])
+            arms_b.append(got[1])
+        if len(arms_a) == len(benchmarks):
+            row.cells[AVERAGE].test = paired_bootstrap(arms_a, arms_b, n_boot=N_BOOT, seed=0)
+
+
+def _add_reference(comp: Comparison, name: str) -> None:
+    published = reference_rows(name)
+    if comp.metric != "mean@k":
+        comp.warnings.append(f"reference {name!r} reports mean@16; not shown for metric {comp.metric}")
+        return
+    benchmarks = {c.benchmark for c in comp.columns if c.benchmark}
+    avg_ok = benchmarks == set(PAPER_AVERAGE_BENCHMARKS)
+    if not avg_ok:
+        comp.warnings.append(f"reference {name!r}: the paper's Average covers MATH500, Minerva Math and "
+                             "OlympiadBench; this table's Average does not, so published Averages are not shown")
+    for col in comp.columns:
+        if col.benchmark in PAPER_AVERAGE_BENCHMARKS:
+            diffs = [f"{k}={col.settings.get(k)}" for k, v in PAPER_PROTOCOL.items() if col.settings.get(k) != v]
+            if diffs:
+                comp.warnings.append(f"{col.header}: evaluated with {', '.join(diffs)}; the paper used k=16, "
+                                     "temperature 1.0, top_p 1.0, 4096 new tokens")
+    added = 0
+    for ref in published:
+        row = Row(label=ref.label, recipe_name=None, kind="reference")
+        for col in comp.columns:
+            key = col.benchmark if col.benchmark else AVERAGE
+            if key == AVERAGE and not avg_ok:
+                continue
+            if key in ref.values:
+                row.cells[col.key] = Cell(ref.values[key] / 100.0, None, "reference", 0)
+        if row.cells:
+            comp.rows.append(row)
+            added += 1
+    if added == 0:
+        comp.warnings.append(f"reference {name!r}: no column of this table matches the published benchmarks")
+
+
+def build_comparison(
+    runs: list[Run],
+    *,
+    metric: str = "mean@k",
+    baseline: str | None = None,
+    reference: str | None = None,
+    extra_columns: Sequence[str] = (),
+    warnings: list[str] | None = None,
+) -> Comparison:
+    """Group runs into rows, lay out columns, fill cells, mark best values and run the significance tests."""
+    warnings = warnings if warnings is not None else []
+    unknown = [e for e in extra_columns if e not in EXTRA_COLUMNS]
+    if unknown:
+        raise UserError(f"unknown extra column(s) {unknown}", where="--extra-columns",
+                        fix=f"use any of: {', '.join(EXTRA_COLUMNS)}")
+    rows = _group_rows(runs, warnings)
+    columns = _build_columns(rows, warnings)
+    if columns:
+        columns.append(Column(AVERAGE, "Average", None, {}))
+    benchmarks = sorted({c.benchmark for c in columns if c.benchmark}, key=benchmark_sort_key)
+    for row in rows:
+        _fill_cells(row, columns, metric, warnings)
+        _fill_extras(row, extra_columns, benchmarks)
+    comp = Comparison(metric=metric, columns=columns, rows=rows, extra_columns=list(extra_columns),
+                      warnings=warnings, reference=reference)
+    _mark_best(rows, columns)
+    if baseline is not None:
+        base_row = resolve_baseline(rows, baseline)
+        base_row.is_baseline = True
+        comp.baseline = base_row
+        _run_significance(comp, base_row)
+    if reference is not None:
+        _add_reference(comp, reference)
+    comp.legend = _legend(comp)
+    return comp
+
+
+def _legend(comp: Comparison) -> list[str]:
+    lines = [f"Values: {comp.metric} in %, ± standard error over problems (one seed) or ± 95% Student-t "
+             "half-width across seeds (several seeds); (n=…) marks a cell with fewer seeds than its row; "
+             "best value per column highlighted; – = not evaluated."]
+    if comp.baseline is not None:
+        lines.append(f"* p < {SIG_LEVEL:g} vs baseline {comp.baseline.label} (paired bootstrap over problems and "
+                     f"seeds, {N_BOOT} resamples, two-sided).")
+    if any(r.kind == "reference" for r in comp.rows):
+        lines.append("[paper] rows: published mean@16 of arXiv 2504.11343 Table 1 (v1 per benchmark, v2 Average); "
+                     "not part of the best marking.")
+    return lines
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _fmt_extra(name: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if name in ("pass@k", "maj@k"):
+        return _fmt_pct(value)
+    if name == "entropy":
+        return f"{value:.3f}"
+    if name == "wall_time":
+        if value < 120:
+            return f"{value:.0f} s"
+        return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.2f} h"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    return f"{value / 1e3:.1f}k" if value >= 1e4 else f"{value:.0f}"
+
+
+@dataclass
+class _Parts:
+    value: str
+    unc: str | None
+    marks: str
+    best: bool
+
+
+def _parts(row: Row, col: Column) -> _Parts | None:
+    cell = row.cells.get(col.key)
+    if cell is None:
+        return None
+    unc = None
+    if cell.uncertainty is not None and math.isfinite(cell.uncertainty):
+        unc = _fmt_pct(cell.uncertainty)
+    marks = "*" if cell.significant else ""
+    if cell.kind != "reference" and cell.n_seeds != row.n_seeds:
+        marks += f" (n={cell.n_seeds})"
+    return _Parts(_fmt_pct(cell.value), unc, marks, cell.best)
+
+
+def _headers(comp: Comparison) -> list[str]:
+    return ["Method", "Seeds", *[c.header for c in comp.columns], *[EXTRA_COLUMNS[e] for e in comp.extra_columns]]
+
+
+def _label(row: Row) -> str:
+    return row.label + (" (baseline)" if row.is_baseline else "")
+
+
+def _seeds(row: Row) -> str:
+    return "" if row.kind == "reference" else str(row.n_seeds)
+
+
+def render_markdown(comp: Comparison) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    headers = _headers(comp)
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+             "|" + "|".join([":---", "---:"] + ["---:"] * (len(headers) - 2)) + "|"]
+    for row in comp.rows:
+        cells = [esc(_label(row)), _seeds(row)]
+        for col in comp.columns:
+            p = _parts(row, col)
+            if p is None:
+                cells.append("–")
+                continue
+            text = p.value + (f" ± {p.unc}" if p.unc else "")
+            # Escaped so a significance star after bold text is not read as emphasis.
+            cells.append((f"**{text}**" if p.best else text) + esc(p.marks).replace("*", "\\*"))
+        cells += [_fmt_extra(e, row.extras.get(e)) for e in comp.extra_columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = [("\\" + line) if line.startswith("*") else line for line in comp.legend]  # not a list bullet
+    return "\n".join(lines) + "\n\n" + "\n\n".join(legend) + "\n"
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "–": "--", "±": r"$\pm$", "…": r"\ldots{}", "<": r"$<$", ">": r"$>$",
+                  # A row starting with "[" right after "\\" would be read as its optional argument.
+                  "[": "{[}", "]": "{]}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render_latex(comp: Comparison) -> str:
+    headers = _headers(comp)
+    spec = "l" + "r" * (len(headers) - 1)
+    out = ["% rlbench compare; needs \\usepackage{booktabs}", r"\begin{table}[t]", r"  \centering", r"  \small",
+           f"  \\begin{{tabular}}{{{spec}}}", r"    \toprule",
+           "    " + " & ".join(latex_escape(h) for h in headers) + r" \\", r"    \midrule"]
+    previous_kind = None
+    for row in comp.rows:
+        if previous_kind is not None and row.kind != previous_kind:
+            out.append(r"    \midrule")
+        previous_kind = row.kind
+        cells = [latex_escape(_label(row)), _seeds(row)]
+        for col in comp.columns:
+            p = _parts(row, col)
+            if p is None:
+                cells.append("--")
+                continue
+            text = rf"\textbf{{{p.value}}}" if p.best else p.value
+            if p.unc:
+                text += rf" {{\scriptsize $\pm$ {p.unc}}}"
+            if p.marks.startswith("*"):
+                text += r"$^{*}$"
+            if "(n=" in p.marks:
+                text += " " + latex_escape(p.marks.lstrip("*").strip())
+            cells.append(text)
+        cells += [latex_escape(_fmt_extra(e, row.extras.get(e))) for e in comp.extra_columns]
+        out.append("    " + " & ".join(cells) + r" \\")
+    out += [r"    \bottomrule", r"  \end{tabular}",
+            "  \\caption{" + " ".join(latex_escape(line) for line in comp.legend) + "}",
+            r"  \label{tab:rlbench-compare}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(comp: Comparison) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["method", "recipe_name", "kind", "seeds"]
+    for col in comp.columns:
+        header += [col.header, f"{col.header} ±"]
+        if comp.baseline is not None:
+            header.append(f"{col.header} p")
+    header += list(comp.extra_columns)
+    w.writerow(header)
+
+    def num(x: float | None) -> str:  # percent, more precision than the display tables
+        return "" if x is None or not math.isfinite(x) else f"{100 * x:.3f}"
+
+    for row in comp.rows:
+        line = [row.label, row.recipe_name or "", row.kind, _seeds(row)]
+        for col in comp.columns:
+            cell = row.cells.get(col.key)
+            line += [num(cell.value) if cell else "", num(cell.uncertainty) if cell else ""]
+            if comp.baseline is not None:
+                line.append(f"{cell.test.p_value:.4g}" if cell and cell.test else "")
+        for e in comp.extra_columns:
+            v = row.extras.get(e)
+            line.append(num(v) if e in ("pass@k", "maj@k") else ("" if v is None else f"{v:.6g}"))
+        w.writerow(line)
+    return buf.getvalue()
+
+
+def render_rich_table(comp: Comparison, title: str | None = None) -> Any:
+    """A rich.table.Table (rich is already a CLI dependency, imported lazily to keep startup light)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    # Text (not str) so "[paper]" in labels and legend is not parsed as rich markup.
+    table = Table(title=title or f"rlbench compare ({comp.metric}, %)", caption=Text("\n".join(comp.legend)),
+                  caption_justify="left")
+    for i, h in enumerate(_headers(comp)):
+        if i == 0:
+            longest = max((len(_label(r)) for r in comp.rows), default=10)
+            table.add_column(h, justify="left", overflow="fold", min_width=min(longest, 24))
+        else:
+            table.add_column(h, justify="right", no_wrap=True)
+    for row in comp.rows:
+        style = "dim italic" if row.kind == "reference" else None
+        cells: list[Any] = [Text(_label(row), style=style or ""), _seeds(row)]
+        for col in comp.columns:
+            p = _parts(row, col)
+            if p is None:
+                cells.append("–")
+                continue
+            text = p.value + (f" ± {p.unc}" if p.unc else "") + p.marks
+            cells.append(Text(text, style="bold green" if p.best else (style or "")))
+        cells += [_fmt_extra(e, row.extras.get(e)) for e in comp.extra_columns]
+        table.add_row(*cells, end_section=row.kind == "base")
+    return table

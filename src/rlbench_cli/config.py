@@ -1,0 +1,420 @@
+"""Recipe schema: one pydantic model per YAML section, every field with help text, unknown keys rejected.
+
+`load_recipe(path, overrides)` reads a YAML recipe, applies `key=value` dotted overrides, validates, and fills the
+algorithm's defaults (ALGORITHM_DEFAULTS) so the resolved recipe written into each run folder states every choice
+the run made. Only pydantic and yaml are imported here: `rlbench validate` never loads torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlbench_cli.errors import UserError
+
+RL_ALGORITHMS = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg")
+ALGORITHMS = ("sft", *RL_ALGORITHMS, "ppo", "dpo")
+TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
+PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(False, description="Train a LoRA adapter (peft) instead of all weights.")
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt (peft syntax).")
+
+
+class ModelConfig(Section):
+    path: str = Field(
+        "testbed",
+        description="Starting policy: 'testbed' (the locally built tiny model), a local folder, or a hub id.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when path is a hub id.")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off by default; printed when on."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype: auto = float32 on CPU, bfloat16 on GPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+
+
+class DataConfig(Section):
+    source: Literal["testbed", "jsonl", "hub"] = Field(
+        "testbed", description="Training prompts: the synthetic testbed, a local JSONL file, or a hub dataset."
+    )
+    path: str | None = Field(None, description="JSONL file (source: jsonl).")
+    hub_id: str | None = Field(None, description="Dataset id (source: hub), e.g. ScaleML-RLHF/numina_math.")
+    subset: str | None = Field(None, description="Dataset config name (source: hub).")
+    split: str = Field("train", description="Dataset split (hub) or testbed split ('train'; 'sft' for SFT).")
+    problem_field: str = Field("problem", description="Field with the problem text (dotted for nesting).")
+    answer_field: str = Field(
+        "answer", description="Field with the gold answer (dotted, e.g. reward_model.ground_truth)."
+    )
+    solution_field: str = Field("solution", description="Field with the reference solution (SFT only).")
+    prompt_template: Literal["paper", "plain", "raw"] = Field(
+        "paper", description="How prompts are rendered: paper (chat template + paper suffix), plain, raw."
+    )
+    max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts (after shuffling).")
+    shuffle: bool = Field(True, description="Shuffle prompts with the run seed.")
+    lenient: bool = Field(False, description="Skip (and count) malformed rows instead of failing.")
+
+
+class AlgorithmConfig(Section):
+    name: Literal[ALGORITHMS] = Field(  # type: ignore[valid-type]
+        ..., description=f"Algorithm: {', '.join(ALGORITHMS)}."
+    )
+    # Advantage and group filtering (None = the algorithm's default, see ALGORITHM_DEFAULTS).
+    estimator: Literal["raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg"] | None = Field(
+        None, description="Advantage estimator (defaults from the algorithm)."
+    )
+    drop_all_wrong: bool | None = Field(None, description="Drop prompts whose responses are all wrong.")
+    drop_all_correct: bool | None = Field(None, description="Drop prompts whose responses are all correct.")
+    filter_mode: Literal["zero", "drop"] | None = Field(
+        None,
+        description="reinforce_rej: 'zero' zeroes all-equal groups' advantage (public code, tokens stay in the "
+        "denominator); 'drop' removes them (paper text).",
+    )
+    std_eps: float | None = Field(None, ge=0, description="GRPO: epsilon added to the group std.")
+    # Policy loss
+    ratio_level: Literal["none", "token", "sequence"] | None = Field(
+        None, description="Importance ratio: none (−A·log π), token (PPO clip), sequence (GSPO)."
+    )
+    clip_low: float | None = Field(None, ge=0, le=1, description="Clip range below 1 (ε_low).")
+    clip_high: float | None = Field(None, ge=0, le=10, description="Clip range above 1 (ε_high).")
+    dual_clip_c: float | None = Field(
+        None, ge=1, description="Dual-clip bound c for negative advantages (0 or null disables)."
+    )
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
+        None, description="Loss aggregation over the mini-batch."
+    )
+    kl_coef: float | None = Field(None, ge=0, description="KL-to-initial-policy loss coefficient (0 = off).")
+    kl_type: Literal["low_var_kl", "k1", "k2"] | None = Field(None, description="KL estimator in the loss.")
+    log_kl: bool = Field(
+        True, description="Measure KL to the initial policy every step even when it is not in the loss."
+    )
+    entropy_coef: float | None = Field(None, ge=0, description="Entropy bonus coefficient.")
+    # DAPO
+    dynamic_sampling: bool | None = Field(
+        None, description="DAPO: resample until the batch has no all-equal groups."
+    )
+    max_resample_rounds: int = Field(4, ge=1, le=100, description="DAPO: rollout rounds per batch at most.")
+    overlong_filter: bool | None = Field(None, description="DAPO: exclude truncated responses from the loss.")
+    # PPO
+    critic_lr: float = Field(1e-5, gt=0, description="PPO: critic learning rate.")
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO: GAE discount.")
+    lam: float = Field(1.0, ge=0, le=1, description="PPO: GAE lambda.")
+    value_clip: float = Field(0.5, gt=0, description="PPO: value-loss clip range.")
+    critic_warmup_steps: int = Field(0, ge=0, description="PPO: critic-only steps before the actor updates.")
+    # Iterative DPO
+    dpo_beta: float = Field(0.1, gt=0, description="DPO: beta.")
+    dpo_iterations: int = Field(2, ge=1, le=100, description="Iterative DPO: sample-pair-train iterations.")
+    sft_coef: float = Field(0.0, ge=0, description="DPO: weight of an extra SFT term on the chosen response.")
+    pair_strategy: Literal["random"] = Field("random", description="DPO: how chosen/rejected are picked.")
+
+
+class RolloutConfig(Section):
+    prompts_per_batch: int = Field(8, ge=1, description="Prompts per rollout batch (paper: 1024).")
+    n: int = Field(8, ge=1, le=1024, description="Responses per prompt (paper: 4; PPO: 1).")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (paper: 1.0).")
+    max_new_tokens: int = Field(48, ge=1, le=131072, description="Max generated tokens (paper: 3072–4096).")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens.")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM through TRL (GPU only).")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM: colocate or server.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM colocate memory fraction.")
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-6, gt=0, le=1, description="Learning rate (paper: 1e-6, constant).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01).")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "constant", description="LR schedule."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Warmup optimizer steps.")
+    mini_batch_prompts: int | None = Field(
+        None, ge=1,
+        description="Prompts per optimizer step (paper: 512 of 1024 → 2 steps per rollout). "
+        "Default: prompts_per_batch (on-policy, 1 step per rollout).",
+    )
+    micro_batch_size: int = Field(
+        16, ge=1, description="Responses per forward/backward pass per device (gradient accumulation)."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps. Default: one pass over the prompts (paper)."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is not set.")
+
+
+class RewardConfig(Section):
+    correct: float = Field(1.0, description="Reward of a correct response (paper: 1).")
+    incorrect: float = Field(-1.0, description="Reward of a wrong response (paper: −1; public code: 0).")
+    grader_timeout_s: float = Field(5.0, gt=0, description="Per-answer grading time limit.")
+    grader_workers: int = Field(1, ge=0, le=64, description="Grading worker processes (0 = in-process).")
+    function: str | None = Field(
+        None,
+        description="Custom reward 'module:function' instead of the grader (runs your code; printed).",
+    )
+
+
+class EvalConfig(Section):
+    benchmarks: list[str] = Field(default_factory=lambda: list(PAPER_EVAL), description="Benchmarks to run.")
+    k: int = Field(16, ge=1, le=1024, description="Samples per problem (mean@k; paper: 16).")
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature (paper: 1.0).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (paper: 1.0).")
+    max_new_tokens: int = Field(4096, ge=1, le=131072, description="Max generated tokens (paper: 4096).")
+    batch_size: int = Field(64, ge=1, description="Generation batch size (results do not depend on it).")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (GPU).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
+
+
+class OutputConfig(Section):
+    dir: str = Field("results", description="Folder that holds run folders.")
+    run_name: str | None = Field(None, description="Run folder name. Default: '<name>-s<seed>'.")
+    save_model: bool = Field(True, description="Save the final model in Hugging Face format.")
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0 = off).")
+    keep_checkpoints: int = Field(1, ge=1, description="Checkpoints kept on disk.")
+
+
+class Recipe(Section):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Recipe name (groups seeds).")
+    label: str | None = Field(None, description="Row label in comparison tables. Default: the algorithm.")
+    description: str = Field("", description="One line shown by `rlbench recipes`.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Run seed (data order, sampling, init).")
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="Fix torch's CPU thread count (recorded; needed for bit-identical CPU runs)."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    algorithm: AlgorithmConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Recipe:
+        mini = self.optim.mini_batch_prompts or self.rollout.prompts_per_batch
+        if self.rollout.prompts_per_batch % mini:
+            raise ValueError(
+                f"optim.mini_batch_prompts ({mini}) must divide rollout.prompts_per_batch "
+                f"({self.rollout.prompts_per_batch})"
+            )
+        if (mini * self.rollout.n) % self.optim.micro_batch_size:
+            raise ValueError(
+                f"optim.micro_batch_size ({self.optim.micro_batch_size}) must divide the responses per optimizer "
+                f"step (mini_batch_prompts × n = {mini * self.rollout.n})"
+            )
+        if self.data.source == "jsonl" and not self.data.path:
+            raise ValueError("data.path is required when data.source is 'jsonl'")
+        if self.data.source == "hub" and not self.data.hub_id:
+            raise ValueError("data.hub_id is required when data.source is 'hub'")
+        if self.algorithm.name == "ppo" and self.rollout.n != 1:
+            raise ValueError("PPO uses one response per prompt: set rollout.n=1")
+        if self.algorithm.name in ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_rej") and self.rollout.n < 2:
+            raise ValueError(f"{self.algorithm.name} compares responses within a group: rollout.n must be >= 2")
+        return self
+
+    @property
+    def run_name(self) -> str:
+        return self.output.run_name or f"{self.name}-s{self.seed}"
+
+    @property
+    def steps_per_rollout(self) -> int:
+        return self.rollout.prompts_per_batch // (self.optim.mini_batch_prompts or self.rollout.prompts_per_batch)
+
+
+# Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values cite REFERENCE.md §1-2.
+_PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
+_PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
+_COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
+           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False}
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {},
+    "raft": {"estimator": "raft", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
+             **_PAPER_KL},
+    "raft_pp": {"estimator": "raft", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce": {"estimator": "reinforce", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce_rej": {"estimator": "reinforce_rej", **_PPO_CLIP, **_PAPER_KL},
+    "grpo": {"estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
+    "dr_grpo": {"estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL, "loss_agg": "seq_mean_token_sum_norm"},
+    "dapo": {"estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0, "kl_type": "low_var_kl",
+             "dynamic_sampling": True, "overlong_filter": True},
+    "gspo": {"estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4, "clip_high": 4e-4,
+             "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "rloo": {"estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
+    "gpg": {"estimator": "gpg", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
+            "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "ppo": {**_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "dpo": {},
+}
+
+
+def resolve_defaults(recipe: Recipe) -> Recipe:
+    """Fill every algorithm field left unset with the algorithm's default, so the recorded recipe is explicit."""
+    algo = recipe.algorithm
+    defaults = {**_COMMON, **ALGORITHM_DEFAULTS[algo.name]} if algo.name not in ("sft", "dpo") else {}
+    for key, value in defaults.items():
+        if getattr(algo, key) is None:
+            setattr(algo, key, value)
+    if algo.dual_clip_c == 0:
+        algo.dual_clip_c = None
+    return recipe
+
+
+# ---------------------------------------------------------------- loading, overrides and error messages
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    where = str(path)
+    if not path.exists():
+        raise UserError("recipe file not found", where=where, fix="check the path; `rlbench recipes` lists shipped ones")
+    if path.is_dir():
+        raise UserError("is a folder, not a recipe file", where=where, fix="pass a .yaml file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"not UTF-8 text (byte {e.start})", where=where, fix="save the recipe as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror})", where=where) from None
+    if "\x00" in text:
+        raise UserError("contains NUL bytes; not a YAML text file", where=where, fix="pass a YAML recipe") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"YAML syntax error: {problem}", where=loc, fix="correct the YAML at that line") from None
+    except RecursionError:
+        raise UserError("YAML nested too deeply", where=where) from None
+    if data is None:
+        raise UserError("recipe is empty", where=where, fix="start from a shipped recipe (`rlbench recipes`)")
+    if not isinstance(data, dict):
+        raise UserError(
+            f"top level must be a mapping of sections, got {type(data).__name__}", where=where,
+            fix="start from a shipped recipe (`rlbench recipes`)",
+        )
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"override {item!r} is not KEY=VALUE", where="command line", fix="write e.g. optim.lr=1e-5")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"override key {key!r} is malformed", where="command line", fix="write e.g. optim.lr=1e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(
+                    f"override {item!r}: '{part}' is a value, not a section", where="command line"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys at the location of an error (for 'did you mean')."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def format_validation_error(err: ValidationError, where: str) -> UserError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        valid = _field_names(Recipe, loc)
+        guess = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        msg = f"unknown key '{key}'"
+        fix = f"{hint}valid keys here: {', '.join(valid)}" if valid else "remove it"
+    elif kind == "missing":
+        msg, fix = f"required key '{key}' is missing", f"add '{key}' (see the recipe reference in README.md)"
+    else:
+        got = first.get("input")
+        got_text = repr(got) if not isinstance(got, dict) else "a mapping"
+        if len(got_text) > 60:
+            got_text = got_text[:57] + "..."
+        msg = f"key '{key}': {first['msg']} (got {got_text})"
+        fix = "see `rlbench validate --help` and the recipe reference in README.md"
+    more = len(err.errors()) - 1
+    if more:
+        msg += f" [and {more} more problem{'s' if more > 1 else ''}]"
+    return UserError(msg, where=where, fix=fix)
+
+
+def recipe_from_dict(data: dict[str, Any], where: str) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise format_validation_error(e, where) from None
+    except (RecursionError, OverflowError, ValueError, TypeError) as e:
+        raise UserError(f"invalid recipe: {e}", where=where) from None
+    return resolve_defaults(recipe)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), list(overrides or []))
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_to_yaml(recipe: Recipe, command: str | None = None) -> str:
+    header = f"# Resolved recipe (every default filled in).\n# {command}\n" if command else "# Resolved recipe\n"
+    return header + yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every recipe key, for the README's recipe reference and `rlbench recipes --keys`."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = "required" if field.is_required() else field.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{name}", "null" if default is None else str(default), field.description or ""))
+
+    walk(Recipe, "")
+    return rows

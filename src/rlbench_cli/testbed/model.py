@@ -1,0 +1,309 @@
+"""The testbed's tiny base model: a ~0.5M-parameter Llama warm-started by brief SFT on the synthetic task.
+
+`build_base_model` trains it deterministically on CPU (fixed seed and thread count), saves it in HF format with
+the char tokenizer, and caches it under `<cache>/testbed/<config hash>/`. The warm-start is deliberately short:
+the model must be right sometimes but not reliably (mean@16 at T=1.0 between 15% and 50% on every evaluation
+split), which leaves reinforcement learning room to improve it. `quick_mean_at_k` measures exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlbench_cli.records import atomic_write_json, sha256_text
+from rlbench_cli.testbed.task import EVAL_SPLITS, TASK_VERSION, generate_split
+
+# Bump when the build recipe changes in a way the config fields do not capture (invalidates caches).
+RECIPE_VERSION = "testbed-recipe-1"
+PROMPT_TEMPLATE = "plain"
+DEFAULT_MAX_NEW_TOKENS = 80  # the longest solution (hard, 3-digit intermediates) is ~60 chars + eos
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Everything that determines the built base model; its hash names the cache folder."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    # Llama dims
+    hidden_size: int = 96
+    intermediate_size: int = 256
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 160
+    # SFT warm-start
+    sft_examples: int = 20000
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 2  # fixed so the weights are byte-identical from run to run
+    # measured after the build and stored in testbed.json (0 = skip)
+    calibration_problems: int = 0
+    calibration_k: int = 16
+
+
+def config_hash(cfg: TestbedConfig) -> str:
+    """Short sha256 of the canonical config JSON, the recipe version and the task version."""
+    payload = json.dumps(
+        {"config": asdict(cfg), "recipe": RECIPE_VERSION, "task": TASK_VERSION}, sort_keys=True
+    )
+    return sha256_text(payload)[:16]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("RLBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rlbench"
+
+
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+
+
+def extract_boxed_int(text: str) -> str | None:
+    """The integer inside the last `\\boxed{}` of a completion, normalised (no sign of zero, no leading 0s)."""
+    found = _BOXED.findall(text)
+    return str(int(found[-1])) if found else None
+
+
+def _llama_config(cfg: TestbedConfig, tok: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_attention_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def _sft_tensors(cfg: TestbedConfig, tok: Any) -> tuple[Any, Any]:
+    """Right-padded input ids and labels (-100 on prompt and padding) for the warm-start data."""
+    import torch
+
+    from rlbench_cli.prompts import render_prompt
+
+    rows = generate_split("sft", cfg.sft_examples)
+    seqs, n_prompt = [], []
+    for r in rows:
+        p = tok(render_prompt(r["problem"], PROMPT_TEMPLATE))["input_ids"]
+        t = tok(" " + r["solution"])["input_ids"] + [tok.eos_token_id]
+        seqs.append(p + t)
+        n_prompt.append(len(p))
+    width = max(len(s) for s in seqs)
+    if width > cfg.max_position_embeddings:
+        raise ValueError(f"longest SFT sequence ({width}) exceeds max_position_embeddings")
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for i, (s, n) in enumerate(zip(seqs, n_prompt, strict=True)):
+        ids[i, : len(s)] = torch.tensor(s)
+        labels[i, n : len(s)] = torch.tensor(s[n:])
+    return ids, labels
+
+
+def _lr_at(step: int, cfg: TestbedConfig) -> float:
+    """Linear warmup then cosine decay to 10% of the peak."""
+    import math
+
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train_base_model(
+    cfg: TestbedConfig, *, progress: bool = True, on_step: Callable[[int, Any, Any], None] | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Warm-start a fresh tiny Llama by SFT; returns (model, tokenizer, stats). Caller fixes threads.
+
+    `on_step(step, model, tok)` runs after every optimizer step (used to tune the recipe).
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from rlbench_cli.testbed.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(_llama_config(cfg, tok))
+    ids, labels = _sft_tensors(cfg, tok)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+    model.train()
+    order = torch.randperm(len(ids), generator=gen)
+    cursor, losses = 0, []
+    t0 = time.process_time()
+    w0 = time.perf_counter()
+    with _progress(progress, cfg.steps) as advance:
+        for step in range(cfg.steps):
+            if cursor + cfg.batch_size > len(order):
+                order, cursor = torch.randperm(len(ids), generator=gen), 0
+            idx = order[cursor : cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            b_ids, b_lab = ids[idx], labels[idx]
+            used = int((b_ids != tok.pad_token_id).sum(1).max())  # trim padding columns
+            b_ids, b_lab = b_ids[:, :used], b_lab[:, :used]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            out = model(input_ids=b_ids, attention_mask=(b_ids != tok.pad_token_id).long(), labels=b_lab)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(float(out.loss))
+            advance(losses[-1])
+            if on_step is not None:
+                on_step(step + 1, model, tok)
+    model.eval()
+    tail = losses[-20:] or [float("nan")]
+    stats = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "final_loss": round(sum(tail) / len(tail), 5),
+        "train_cpu_seconds": round(time.process_time() - t0, 1),
+        "train_wall_seconds": round(time.perf_counter() - w0, 1),
+    }
+    return model, tok, stats
+
+
+class _progress:
+    """A rich progress bar with ETA and the running loss, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda loss: None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("building testbed base model"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        )
+        self._bar.__enter__()
+        task = self._bar.add_task("sft", total=self.total, loss=float("nan"))
+        return lambda loss: self._bar.update(task, advance=1, loss=loss)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+def build_base_model(
+    cache_dir: Path | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    config: TestbedConfig | None = None,
+) -> Path:
+    """Build (or return the cached) testbed base model folder `<cache>/testbed/<hash>/`.
+
+    The folder holds the HF model (safetensors), the tokenizer, `testbed.json` (config, hash, build figures,
+    calibration if measured) and `rlbench.json` (prompt template for evaluation). It is written to a temp
+    folder and renamed into place, so a killed build never leaves a half-built entry.
+    """
+    import torch
+
+    cfg = config or TestbedConfig()
+    h = config_hash(cfg)
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    final = root / "testbed" / h
+    if (final / "testbed.json").exists() and not force:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{h}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        model, tok, stats = train_base_model(cfg, progress=progress)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        meta: dict[str, Any] = {
+            "testbed_hash": h, "recipe_version": RECIPE_VERSION, "task_version": TASK_VERSION,
+            "config": asdict(cfg), **stats, "torch_threads": cfg.threads,
+        }
+        atomic_write_json(tmp / "rlbench.json", {
+            "prompt_template": PROMPT_TEMPLATE, "source": "rlbench testbed", "testbed_hash": h,
+        })
+        if cfg.calibration_problems:
+            t0 = time.perf_counter()
+            meta["calibration"] = {
+                "k": cfg.calibration_k, "n_problems": cfg.calibration_problems, "temperature": 1.0,
+                "mean_at_k": {
+                    s: round(quick_mean_at_k(tmp, s, k=cfg.calibration_k, n_problems=cfg.calibration_problems), 4)
+                    for s in EVAL_SPLITS
+                },
+            }
+            meta["calibration"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        atomic_write_json(tmp / "testbed.json", meta)
+        if force and final.exists():
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # another process finished the same build first; its result is identical
+            if not (final / "testbed.json").exists():
+                raise
+    finally:
+        torch.set_num_threads(prev_threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def quick_mean_at_k(
+    model_dir: str | Path,
+    split: str,
+    k: int = 16,
+    n_problems: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    *,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> float:
+    """mean@k at temperature 1.0 (top_p 1.0) of a testbed model on a testbed split, by exact boxed match."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from rlbench_cli.prompts import render_prompt
+
+    rows = generate_split(split, n_problems)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts = [render_prompt(r["problem"], PROMPT_TEMPLATE) for r in rows for _ in range(k)]
+    golds = [r["answer"] for r in rows for _ in range(k)]
+    torch.manual_seed(seed)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+            out = model.generate(
+                **enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            )
+            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            gold = golds[start : start + batch_size]
+            correct += sum(extract_boxed_int(t) == g for t, g in zip(texts, gold, strict=True))
+    return correct / max(1, len(prompts))

@@ -1,0 +1,122 @@
+"""The testbed's synthetic, verifiable math task: chains of 2-digit additions and subtractions.
+
+A problem reads "Compute 37+48-15." and its worked solution evaluates left to right, one step per sentence:
+" 37+48=85. 85-15=70. \\boxed{70}". Difficulty grows with the number of steps (easy 2, medium 3, hard 4), so a
+~1M-parameter char-level model that gets each step right most of the time scores lower on longer chains.
+
+Splits are generated deterministically from string seeds. They are disjoint by construction: every problem
+text is assigned to exactly one pool (evaluation / RL train / SFT) by a hash of its text, and the three
+evaluation splits have different shapes (operand counts), so no text can appear in two splits whatever `n` is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from rlbench_cli.errors import UserError
+
+TASK_VERSION = "arith-chain-v1"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one difficulty level draws a problem."""
+
+    n_operands: int
+    lo: int = 10
+    hi: int = 99
+
+
+SHAPES: dict[str, Shape] = {
+    "easy": Shape(n_operands=3),
+    "medium": Shape(n_operands=4),
+    "hard": Shape(n_operands=5),
+}
+
+# split -> (pool, default size, difficulty mix as (difficulty, weight) pairs)
+SPLITS: dict[str, tuple[str, int, tuple[tuple[str, float], ...]]] = {
+    "sft": ("sft", 20000, (("easy", 1.0), ("medium", 1.0), ("hard", 1.0))),
+    "train": ("train", 4000, (("easy", 1.0), ("medium", 1.0), ("hard", 1.0))),
+    "easy": ("eval", 300, (("easy", 1.0),)),
+    "medium": ("eval", 300, (("medium", 1.0),)),
+    "hard": ("eval", 300, (("hard", 1.0),)),
+}
+
+EVAL_SPLITS = ("easy", "medium", "hard")
+
+# Hash buckets (out of 20) per pool: eval gets 2/20 of the problem space, train 6/20, sft the rest.
+_POOL_BUCKETS = {"eval": range(0, 2), "train": range(2, 8), "sft": range(8, 20)}
+
+
+def pool_of(problem: str) -> str:
+    """The pool a problem text belongs to; this is what keeps the splits disjoint."""
+    bucket = int.from_bytes(hashlib.sha256(problem.encode("utf-8")).digest()[:8], "big") % 20
+    return next(pool for pool, rng in _POOL_BUCKETS.items() if bucket in rng)
+
+
+def solve(operands: list[int], ops: list[str]) -> tuple[str, int]:
+    """Worked solution (left-to-right evaluation) and the final value."""
+    value = operands[0]
+    steps = []
+    for op, x in zip(ops, operands[1:], strict=True):
+        new = value + x if op == "+" else value - x
+        steps.append(f"{value}{op}{x}={new}.")
+        value = new
+    return " ".join(steps) + f" \\boxed{{{value}}}", value
+
+
+def format_problem(operands: list[int], ops: list[str]) -> str:
+    expr = str(operands[0]) + "".join(f"{op}{x}" for op, x in zip(ops, operands[1:], strict=True))
+    return f"Compute {expr}."
+
+
+def _draw(rng: random.Random, shape: Shape) -> tuple[list[int], list[str]]:
+    """Draw operands and operators whose running value never goes negative (rejection sampling)."""
+    while True:
+        operands = [rng.randint(shape.lo, shape.hi) for _ in range(shape.n_operands)]
+        ops = [rng.choice("+-") for _ in range(shape.n_operands - 1)]
+        value, ok = operands[0], True
+        for op, x in zip(ops, operands[1:], strict=True):
+            value = value + x if op == "+" else value - x
+            ok = ok and value >= 0
+        if ok:
+            return operands, ops
+
+
+def generate_split(split: str, n: int | None = None) -> list[dict]:
+    """The first `n` problems of a split (default: the split's standard size), always the same ones.
+
+    Rows: {"id": "easy-0007", "problem", "answer" (integer as a string), "solution", "difficulty"}.
+    """
+    if split not in SPLITS:
+        raise UserError(
+            f"unknown testbed split {split!r}", where="testbed", fix=f"use one of {', '.join(SPLITS)}"
+        )
+    pool, default_n, mix = SPLITS[split]
+    n = default_n if n is None else n
+    if n < 0:
+        raise UserError(f"number of problems must be >= 0, got {n}", where=f"testbed split {split}")
+    rng = random.Random(f"rlbench-testbed/{TASK_VERSION}/{split}")
+    names = [d for d, _ in mix]
+    weights = [w for _, w in mix]
+    rows: list[dict] = []
+    seen: set[str] = set()
+    width = max(4, len(str(max(n - 1, 0))))
+    while len(rows) < n:
+        difficulty = rng.choices(names, weights)[0]
+        operands, ops = _draw(rng, SHAPES[difficulty])
+        problem = format_problem(operands, ops)
+        if problem in seen or pool_of(problem) != pool:
+            continue
+        seen.add(problem)
+        solution, value = solve(operands, ops)
+        rows.append({
+            "id": f"{split}-{len(rows):0{width}d}",
+            "problem": problem,
+            "answer": str(value),
+            "solution": solution,
+            "difficulty": difficulty,
+        })
+    return rows

@@ -1,0 +1,379 @@
+"""The RL runner: RAFT, RAFT++, Reinforce, Reinforce-Rej, GRPO and the GRPO family on TRL's GRPOTrainer.
+
+TRL does generation, batching, reward calls, off-policy buffering (steps_per_generation), checkpoints and
+distribution. TRL has no advantage hook, so `RLBenchGRPOTrainer` overrides two private methods (pinned trl, covered
+by tests/test_trl_contract.py):
+- `_generate_and_score_completions`: replaces TRL's advantages with `algorithms.advantages.compute_advantages`
+  (the recipe's estimator and group filters) and records rollout statistics;
+- `_compute_loss`: the policy loss from `algorithms.losses` (no ratio / PPO clip with dual clip / GSPO), the KL
+  term with the recipe's coefficient, the recipe's loss aggregation, and the metrics every algorithm logs.
+TRL's `beta` is only the switch that makes TRL keep a reference model and compute its log-probs (needed for the
+KL loss and for logging KL to the initial policy); the KL term itself is applied here with `algorithm.kl_coef`.
+
+Run: `rlbench train recipes/tiny/grpo.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from rlbench_cli.algorithms.advantages import compute_advantages
+from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean, policy_loss
+from rlbench_cli.config import Recipe
+from rlbench_cli.errors import UserError
+from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+from rlbench_cli.training.run import RunContext, plan
+
+log = logging.getLogger("rlbench")
+
+
+class RLBenchGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with rlbench's advantage estimators, policy losses and metrics. Configure with `rb_recipe`."""
+
+    def __init__(self, *args: Any, rb_recipe: Recipe, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rb = rb_recipe
+        self._rb_rewards: torch.Tensor | None = None
+        self._rb_gen_time = 0.0
+        self._rb_rollout: dict[str, Any] = {}
+        self._rb_samples = 0
+        self._rb_gen_tokens = 0
+        self._rb_refill_iter: Any = None
+
+    # ------------------------------------------------------------------ rollout side
+
+    def _generate(self, prompts: list):  # type: ignore[override]
+        start = time.perf_counter()
+        out = super()._generate(prompts)
+        self._rb_gen_time += time.perf_counter() - start
+        return out
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rb_rewards = rewards_per_func  # gathered across processes, (N_total, n_funcs)
+        return rewards_per_func
+
+    def _score_rollout(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor]:
+        self._rb_gen_time = 0.0
+        out = super()._generate_and_score_completions(inputs)
+        assert self._rb_rewards is not None, "TRL did not call _calculate_rewards (see test_trl_contract.py)"
+        rewards = torch.nansum(self._rb_rewards, dim=1)
+        rewards[torch.isnan(self._rb_rewards).all(dim=1)] = float("nan")
+        return out, rewards
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:  # type: ignore[override]
+        algo = self.rb.algorithm
+        n = self.num_generations
+        out, rewards = self._score_rollout(inputs)
+        gen_time = self._rb_gen_time
+        if algo.dynamic_sampling and self.model.training:
+            out, rewards, gen_time, rounds = self._refill(inputs, out, rewards, gen_time)
+        else:
+            rounds = 1
+        correct = rewards == self.rb.reward.correct
+        result = compute_advantages(
+            rewards, correct, n, algo.estimator or "grpo", std_eps=1e-6 if algo.std_eps is None else algo.std_eps,
+            drop_all_wrong=bool(algo.drop_all_wrong), drop_all_correct=bool(algo.drop_all_correct),
+            filter_mode=algo.filter_mode or "zero",
+        )
+        local = slice(self.accelerator.process_index * len(out["advantages"]),
+                      (self.accelerator.process_index + 1) * len(out["advantages"]))
+        device = out["completion_mask"].device
+        out["advantages"] = result.advantages[local].to(device)
+        keep = result.keep[local].to(device=device, dtype=out["completion_mask"].dtype)
+        out["rb_keep"] = keep
+        kept_tokens = (out["completion_mask"] * keep.unsqueeze(1)).sum()
+        out["num_items_in_batch"] = self.accelerator.gather(kept_tokens.reshape(1)).sum()
+
+        lengths = self.accelerator.gather(out["completion_mask"].sum(1).float())
+        gen_tokens = int(lengths.sum().item())
+        if self.model.training:
+            self._rb_samples += len(lengths)
+            self._rb_gen_tokens += gen_tokens
+        finite = rewards[~torch.isnan(rewards)]
+        self._rb_rollout = {
+            "reward_mean": float(finite.mean()) if len(finite) else None,
+            "accuracy": float(correct.float().mean()),
+            "response_len": float(lengths.mean()),
+            "frac_all_correct": result.stats.get("frac_all_correct"),
+            "frac_all_wrong": result.stats.get("frac_all_wrong"),
+            "kept_frac": result.stats.get("kept_frac"),
+            "tokens_per_s": gen_tokens / gen_time if gen_time > 0 else None,
+            "samples": self._rb_samples,
+            "gen_tokens": self._rb_gen_tokens,
+            "rollout_rounds": rounds,
+        }
+        return out
+
+    def _refill(self, inputs, out, rewards, gen_time):
+        """DAPO dynamic sampling: draw more prompts until the batch holds no all-equal groups (or rounds run out)."""
+        if self.accelerator.num_processes > 1:
+            raise UserError("dynamic_sampling is implemented for one process", where="algorithm.dynamic_sampling",
+                            fix="run DAPO with one process, or set algorithm.dynamic_sampling=false")
+        n = self.num_generations
+        want = len(rewards) // n
+        outs, rews = [out], [rewards]
+        rounds = 1
+        while rounds < self.rb.algorithm.max_resample_rounds:
+            good = int((~_all_equal_groups(torch.cat(rews), n)).sum())
+            if good >= want:
+                break
+            if self._rb_refill_iter is None:
+                self._rb_refill_iter = iter(self.get_train_dataloader())
+            try:
+                extra = next(self._rb_refill_iter)
+            except StopIteration:
+                self._rb_refill_iter = iter(self.get_train_dataloader())
+                extra = next(self._rb_refill_iter)
+            extra = extra[: len(inputs)]
+            o, r = self._score_rollout(extra)
+            gen_time += self._rb_gen_time
+            outs.append(o)
+            rews.append(r)
+            rounds += 1
+        all_rewards = torch.cat(rews)
+        valid_groups = (~_all_equal_groups(all_rewards, n)).nonzero().flatten().tolist()
+        # Prefer groups with signal; top up with all-equal groups (zero advantage) if rounds ran out.
+        others = [g for g in range(len(all_rewards) // n) if g not in set(valid_groups)]
+        chosen = sorted((valid_groups + others)[:want])
+        rows = [g * n + j for g in chosen for j in range(n)]
+        merged = _concat_rollouts(outs, pad_id=self.pad_token_id)
+        picked = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in merged.items()}
+        return picked, all_rewards[rows], gen_time, rounds
+
+    # ------------------------------------------------------------------ loss side
+
+    def _compute_loss(self, model, inputs):  # type: ignore[override]
+        algo = self.rb.algorithm
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True
+        )
+        keep = inputs.get("rb_keep")
+        mask = completion_mask if keep is None else completion_mask * keep.unsqueeze(1)
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+
+        per_token, stats = policy_loss(
+            logps, old_logps, inputs["advantages"], mask, ratio_level=algo.ratio_level or "token",
+            clip_low=algo.clip_low if algo.clip_low is not None else 0.2,
+            clip_high=algo.clip_high if algo.clip_high is not None else 0.2,
+            dual_clip_c=algo.dual_clip_c,
+        )
+        ref_logps = inputs.get("ref_per_token_logps")
+        kl_tokens = None
+        if ref_logps is not None:
+            kl_tokens = kl_penalty(logps, ref_logps, kind=algo.kl_type or "low_var_kl")
+            if algo.kl_coef:
+                per_token = per_token + algo.kl_coef * kl_tokens
+
+        mode = "train" if self.model.training else "eval"
+        accum = self.current_gradient_accumulation_steps if mode == "train" else 1
+        if algo.loss_agg == "token_mean":
+            # Token mean over the optimizer step's mini-batch: TRL's num_items_in_batch counts the kept tokens of
+            # the whole generation batch (all processes); scale it to one process's mini-batch (as TRL's 'dapo').
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                normalizer = normalizer * accum / self.args.steps_per_generation
+            loss = aggregate_loss(per_token, mask, "token_mean", normalizer=normalizer)
+        else:
+            loss = aggregate_loss(per_token, mask, algo.loss_agg or "seq_mean_token_mean",
+                                  max_len=self.max_completion_length) / accum
+        if algo.entropy_coef:
+            loss = loss - algo.entropy_coef * masked_mean(entropies, completion_mask) / accum
+
+        metrics = self._metrics[mode]
+        with torch.no_grad():
+            metrics["rb/entropy"].append(self._global_mean(entropies, completion_mask))
+            if kl_tokens is not None:
+                metrics["rb/kl"].append(self._global_mean(kl_tokens.detach(), completion_mask))
+            metrics["rb/clip_frac"].append(float(self.accelerator.gather(stats["clip_frac"].reshape(1)).mean()))
+        return loss
+
+    def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
+        totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]), reduction="sum")
+        return float(totals[0] / totals[1].clamp(min=1.0))
+
+
+def _all_equal_groups(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    grouped = rewards.view(-1, n)
+    return (grouped == grouped[:, :1]).all(dim=1) | torch.isnan(grouped).all(dim=1)
+
+
+def _concat_rollouts(outs: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Concatenate TRL rollout dicts whose padded lengths differ (prompts padded left, completions right)."""
+    if len(outs) == 1:
+        return outs[0]
+    merged: dict[str, Any] = {}
+    for key in outs[0]:
+        values = [o[key] for o in outs]
+        if key == "num_items_in_batch":
+            merged[key] = sum(values)
+        elif isinstance(values[0], torch.Tensor) and values[0].dim() == 2:
+            width = max(v.size(1) for v in values)
+            left = key.startswith("prompt")
+            fill = pad_id if key.endswith("_ids") else 0
+            padded = [torch.nn.functional.pad(v, (width - v.size(1), 0) if left else (0, width - v.size(1)),
+                                              value=fill) for v in values]
+            merged[key] = torch.cat(padded)
+        elif isinstance(values[0], torch.Tensor):
+            merged[key] = torch.cat(values)
+        else:
+            merged[key] = values[0]
+    return merged
+
+
+def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1) -> GRPOConfig:
+    """Translate a recipe into TRL's GRPOConfig (batch arithmetic from run.plan)."""
+    p = plan(recipe, num_processes)
+    algo, ro, opt = recipe.algorithm, recipe.rollout, recipe.optim
+    on_cpu = not torch.cuda.is_available()
+    needs_ref = bool(algo.kl_coef) or algo.log_kl
+    return GRPOConfig(
+        output_dir=str(run.checkpoint_dir),
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        use_cpu=on_cpu,
+        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
+        fp16=not on_cpu and recipe.model.dtype == "float16",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
+        save_strategy="steps" if recipe.output.checkpoint_every else "no",
+        save_steps=recipe.output.checkpoint_every or 500,
+        save_total_limit=recipe.output.keep_checkpoints,
+        save_only_model=False,
+        max_steps=max_steps,
+        learning_rate=opt.lr,
+        weight_decay=opt.weight_decay,
+        lr_scheduler_type=opt.lr_scheduler,
+        warmup_steps=opt.warmup_steps,
+        max_grad_norm=opt.max_grad_norm,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        per_device_train_batch_size=opt.micro_batch_size,
+        gradient_accumulation_steps=p["gradient_accumulation_steps"],
+        steps_per_generation=p["trl_steps_per_generation"],
+        num_generations=ro.n,
+        num_iterations=1,
+        temperature=ro.temperature,
+        top_p=ro.top_p,
+        top_k=0,
+        max_completion_length=ro.max_new_tokens,
+        mask_truncated_completions=bool(algo.overlong_filter),
+        beta=1.0 if needs_ref else 0.0,  # a switch only: rlbench applies algo.kl_coef in its own loss
+        epsilon=algo.clip_low if algo.clip_low is not None else 0.2,
+        epsilon_high=algo.clip_high,
+        importance_sampling_level="sequence" if algo.ratio_level == "sequence" else "token",
+        loss_type="dapo",  # unused: _compute_loss is rlbench's
+        scale_rewards="group",  # unused: advantages are rlbench's
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        use_vllm=ro.use_vllm,
+        vllm_mode=ro.vllm_mode,
+        vllm_gpu_memory_utilization=ro.vllm_gpu_memory_utilization,
+        shuffle_dataset=recipe.data.shuffle,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def load_policy(model_path: str, recipe: Recipe):
+    """Load the policy and tokenizer (trust_remote_code only if the recipe sets it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    chosen = dtype[recipe.model.dtype]
+    if chosen == "auto" and not torch.cuda.is_available():
+        chosen = torch.float32
+    kwargs = {"trust_remote_code": recipe.model.trust_remote_code, "revision": recipe.model.revision}
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=chosen, **kwargs)
+    return model, tokenizer
+
+
+def peft_config(recipe: Recipe):
+    if not recipe.model.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lora = recipe.model.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def save_final_model(trainer: Any, tokenizer: Any, run: RunContext, model_path: str) -> Path:
+    """Save weights + tokenizer into run/model (merged LoRA if any), plus rlbench.json with the prompt template."""
+    from rlbench_cli.records import atomic_write_json
+
+    out = run.model_dir
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        atomic_write_json(out / "rlbench.json", {"prompt_template": run.recipe.data.prompt_template,
+                                                 "base_model": model_path, "run": run.dir.name})
+    return out
+
+
+def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
+             resume: bool = False) -> Path:
+    from rlbench_cli.training.data import build_prompt_dataset
+    from rlbench_cli.training.rewards import make_reward_fn
+
+    model, tokenizer = load_policy(model_path, recipe)
+    dataset = build_prompt_dataset(rows, recipe, tokenizer)
+    from accelerate import PartialState
+
+    num_processes = PartialState().num_processes
+    max_steps = plan(recipe, num_processes, n_prompts=len(rows))["max_steps"]
+    reward_fn = make_reward_fn(recipe, console)
+    try:
+        # The Trainer seeds at construction; nothing random may run between here and train().
+        trainer = RLBenchGRPOTrainer(
+            model=model, args=grpo_config(recipe, run, max_steps, num_processes), train_dataset=dataset,
+            processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe), rb_recipe=recipe,
+        )
+        with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
+            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress))
+            checkpoint = _last_checkpoint(run) if resume else None
+            if resume:
+                _truncate_metrics(run, checkpoint)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        return save_final_model(trainer, tokenizer, run, model_path)
+    finally:
+        if hasattr(reward_fn, "close"):
+            reward_fn.close()
+
+
+def _last_checkpoint(run: RunContext) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run.checkpoint_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(run.checkpoint_dir))
+    return Path(last) if last else None
+
+
+def _truncate_metrics(run: RunContext, checkpoint: Path | None) -> None:
+    """Drop metric lines written after the checkpoint we resume from, so the log matches an uninterrupted run."""
+    from rlbench_cli.records import atomic_write_text, read_jsonl
+
+    step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    import json
+
+    rows = [r for r in read_jsonl(run.metrics_path) if r.get("step", 0) <= step]
+    atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))

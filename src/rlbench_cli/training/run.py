@@ -1,0 +1,282 @@
+"""`rlbench train`: resolve a recipe into a plan, create the run folder, dispatch to the algorithm's runner.
+
+A run folder `results/<run-name>/` holds recipe.yaml (resolved), manifest.json (versions, git commit, hardware,
+seeds, data and model hashes, times, status), metrics.jsonl (one line per optimizer step), model/ (final weights,
+Hugging Face format), train.log, and checkpoints/ when checkpointing is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlbench_cli import __version__
+from rlbench_cli.config import RL_ALGORITHMS, Recipe, recipe_to_yaml
+from rlbench_cli.errors import UserError
+from rlbench_cli.records import (
+    atomic_write_json,
+    atomic_write_text,
+    git_commit,
+    now_iso,
+    package_versions,
+    read_jsonl,
+    sha256_dir,
+)
+
+METRIC_KEYS = (
+    "step", "samples", "gen_tokens", "wall_time", "reward_mean", "accuracy", "entropy", "kl", "clip_frac",
+    "response_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm", "tokens_per_s",
+)
+
+LABELS = {
+    "sft": "SFT", "raft": "RAFT", "raft_pp": "RAFT++", "reinforce": "Reinforce", "reinforce_rej": "Reinforce-Rej",
+    "grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "gspo": "GSPO", "rloo": "RLOO", "gpg": "GPG",
+    "ppo": "PPO", "dpo": "Iterative DPO",
+}
+
+
+def plan(recipe: Recipe, num_processes: int = 1, n_prompts: int | None = None) -> dict[str, Any]:
+    """Batch arithmetic, per device, exactly as the runner will configure TRL."""
+    r, o = recipe.rollout, recipe.optim
+    mini_prompts = o.mini_batch_prompts or r.prompts_per_batch
+    responses_per_step = mini_prompts * r.n
+    if responses_per_step % (o.micro_batch_size * num_processes):
+        raise UserError(
+            f"responses per optimizer step ({responses_per_step}) is not divisible by micro_batch_size × processes "
+            f"({o.micro_batch_size} × {num_processes})", where="optim.micro_batch_size",
+            fix="change optim.micro_batch_size, optim.mini_batch_prompts or the number of processes",
+        )
+    grad_accum = responses_per_step // (o.micro_batch_size * num_processes)
+    steps_per_rollout = recipe.steps_per_rollout
+    out: dict[str, Any] = {
+        "algorithm": recipe.algorithm.name,
+        "prompts_per_rollout": r.prompts_per_batch,
+        "responses_per_prompt": r.n,
+        "responses_per_rollout": r.prompts_per_batch * r.n,
+        "mini_batch_prompts": mini_prompts,
+        "optimizer_steps_per_rollout": steps_per_rollout,
+        "off_policy": steps_per_rollout > 1,
+        "num_processes": num_processes,
+        "micro_batch_size_per_device": o.micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "trl_steps_per_generation": grad_accum * steps_per_rollout,
+    }
+    if n_prompts is not None:
+        rollouts_per_epoch = max(1, n_prompts // r.prompts_per_batch)
+        out["train_prompts"] = n_prompts
+        out["max_steps"] = o.max_steps or max(1, int(rollouts_per_epoch * o.epochs) * steps_per_rollout)
+    else:
+        out["max_steps"] = o.max_steps
+    return out
+
+
+def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
+    """'testbed' → the locally built tiny model (built on first use); a folder → itself; else a hub id."""
+    path = recipe.model.path
+    if path == "testbed":
+        from rlbench_cli.testbed.model import build_base_model
+
+        return str(build_base_model(progress=console is not None))
+    if Path(path).exists():
+        if not (Path(path) / "config.json").exists():
+            raise UserError("model folder has no config.json", where=f"model.path={path}",
+                            fix="point model.path at a Hugging Face model folder")
+        return str(Path(path).resolve())
+    if path.count("/") == 1 and not path.startswith((".", "/")):
+        return path  # hub id, loaded by transformers
+    raise UserError("model folder not found and not a hub id (org/name)", where=f"model.path={path}")
+
+
+@dataclass
+class RunContext:
+    """One run folder and its manifest; every write is atomic."""
+
+    recipe: Recipe
+    dir: Path
+    command: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def write_manifest(self) -> None:
+        atomic_write_json(self.dir / "manifest.json", self.manifest)
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        self.write_manifest()
+
+    def start(self, data_record: dict[str, Any], model_path: str, resumed: bool) -> None:
+        import torch
+
+        from rlbench_cli.records import hardware_info
+
+        r = self.recipe
+        model_hash = sha256_dir(model_path) if Path(model_path).is_dir() else f"hub:{model_path}"
+        previous = self.manifest if resumed else {}
+        self.manifest = {
+            "kind": "train",
+            "name": self.dir.name,
+            "recipe_name": r.name,
+            "label": r.label or LABELS[r.algorithm.name],
+            "algorithm": r.algorithm.name,
+            "seed": r.seed,
+            "status": "running",
+            "command": self.command,
+            "rlbench_version": __version__,
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "hardware": hardware_info(),
+            "torch_threads": torch.get_num_threads(),
+            "seeds": {"recipe": r.seed, "trainer": r.seed, "data_shuffle": r.seed},
+            "data": data_record,
+            "model": {"path": model_path, "sha256": model_hash},
+            "started_at": previous.get("started_at", now_iso()),
+            "resumed_at": [*previous.get("resumed_at", []), now_iso()] if resumed else [],
+            "ended_at": None,
+            "wall_time_s": previous.get("wall_time_s", 0.0),
+        }
+        if r.model.trust_remote_code:
+            self.manifest["trust_remote_code"] = True
+        self.write_manifest()
+
+    def finish(self, status: str, error: str | None = None, **extra: Any) -> None:
+        elapsed = time.time() - self.started
+        self.update(status=status, ended_at=now_iso(), error=error,
+                    wall_time_s=round(self.manifest.get("wall_time_s", 0.0) + elapsed, 2), **extra)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".rlbench-write-test-{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"results folder is not writable ({e.strerror})", where=str(folder),
+                        fix="choose another --output folder or fix its permissions / free disk space") from None
+    free = shutil.disk_usage(folder).free
+    if free < 100 * 2**20:
+        raise UserError(f"only {free // 2**20} MiB free on the results disk", where=str(folder),
+                        fix="free some space or choose another --output folder")
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("rlbench", "transformers", "trl"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("rlbench").setLevel(logging.INFO)
+    return handler
+
+
+def _runner(algorithm: str) -> Callable[..., Path]:
+    """The runner function of an algorithm, imported lazily (torch and TRL are heavy)."""
+    if algorithm in RL_ALGORITHMS:
+        from rlbench_cli.training.rl import train_rl
+
+        return train_rl
+    if algorithm == "sft":
+        from rlbench_cli.training.sft import train_sft
+
+        return train_sft
+    if algorithm == "ppo":
+        from rlbench_cli.training.ppo import train_ppo
+
+        return train_ppo
+    from rlbench_cli.training.dpo import train_dpo
+
+    return train_dpo
+
+
+def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrite: bool = False,
+                 console: Any = None) -> Path:
+    """Train one recipe into its run folder; returns the run folder."""
+    results = Path(recipe.output.dir)
+    _check_writable(results)
+    run_dir = results / recipe.run_name
+    manifest_path = run_dir / "manifest.json"
+    ctx = RunContext(recipe, run_dir, command)
+    if manifest_path.exists():
+        import json
+
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        status = old.get("status")
+        if resume:
+            if status == "completed":
+                raise UserError("this run already completed; nothing to resume", where=str(run_dir),
+                                fix="use --overwrite to train it again, or another output.run_name")
+            ctx.manifest = old
+        elif not overwrite:
+            raise UserError(
+                f"run folder already exists (status: {status})", where=str(run_dir),
+                fix="add --resume to continue it, --overwrite to start again, or set output.run_name=NAME",
+            )
+        else:
+            shutil.rmtree(run_dir)
+    elif resume:
+        raise UserError("no run to resume", where=str(run_dir), fix="drop --resume to start a new run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log(run_dir)
+    log = logging.getLogger("rlbench")
+    try:
+        import torch
+
+        if recipe.torch_threads:
+            torch.set_num_threads(recipe.torch_threads)
+        atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
+        from rlbench_cli.training.data import load_rows
+
+        rows, data_record = load_rows(recipe)
+        model_path = resolve_model_path(recipe, console)
+        if recipe.model.trust_remote_code and console is not None:
+            console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
+        ctx.start(data_record, model_path, resumed=resume)
+        log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
+                 data_record["source"])
+        runner = _runner(recipe.algorithm.name)
+        final_model = runner(recipe, ctx, console, rows=rows, model_path=model_path, resume=resume)
+        steps = len(read_jsonl(ctx.metrics_path))
+        ctx.finish("completed", steps=steps,
+                   final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
+        log.info("run %s completed", run_dir.name)
+        return run_dir
+    except KeyboardInterrupt:
+        ctx.finish("interrupted", error="interrupted by the user (Ctrl-C)")
+        if console is not None:
+            console.print(f"[yellow]Interrupted. Resume with: rlbench train {run_dir / 'recipe.yaml'} --resume[/]")
+        raise
+    except UserError as e:
+        if ctx.manifest:
+            ctx.finish("failed", error=str(e))
+        raise
+    except BaseException as e:
+        if ctx.manifest:
+            ctx.finish("failed", error=f"{type(e).__name__}: {e}")
+        log.exception("run failed")
+        raise
+    finally:
+        for name in ("rlbench", "transformers", "trl"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+        sys.stdout.flush()
