@@ -10,22 +10,28 @@ import pytest
 from rlbench_cli.compare.stats import combine_se, paired_bootstrap, standard_error, t_interval
 
 
-@pytest.mark.parametrize(("values", "expected"), [
-    ([0.0, 1.0], 0.5),                              # sd = 1/sqrt(2), / sqrt(2)
-    ([1.0, 2.0, 3.0, 4.0], math.sqrt(5 / 3) / 2),    # var = 5/3
-    ([0.3, 0.3, 0.3], 0.0),
-    ([0.7], 0.0),
-    ([], 0.0),
-])
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.0, 1.0], 0.5),  # sd = 1/sqrt(2), / sqrt(2)
+        ([1.0, 2.0, 3.0, 4.0], math.sqrt(5 / 3) / 2),  # var = 5/3
+        ([0.3, 0.3, 0.3], 0.0),
+        ([0.7], 0.0),
+        ([], 0.0),
+    ],
+)
 def test_standard_error(values: list[float], expected: float) -> None:
     assert math.isclose(standard_error(values), expected, abs_tol=1e-12)
 
 
-@pytest.mark.parametrize(("ses", "expected"), [
-    ([0.03, 0.04], 0.025),       # sqrt(0.0025) / 2
-    ([0.02], 0.02),
-    ([0.01, 0.01, 0.01, 0.01], 0.005),
-])
+@pytest.mark.parametrize(
+    ("ses", "expected"),
+    [
+        ([0.03, 0.04], 0.025),  # sqrt(0.0025) / 2
+        ([0.02], 0.02),
+        ([0.01, 0.01, 0.01, 0.01], 0.005),
+    ],
+)
 def test_combine_se(ses: list[float], expected: float) -> None:
     assert math.isclose(combine_se(ses), expected)
 
@@ -57,7 +63,7 @@ def test_bootstrap_dominating_arm() -> None:
 
 
 def test_bootstrap_uses_pairing() -> None:
-    """A constant per-problem gain over widely varying problems: paired resampling gives a zero-width interval."""
+    """A constant per-problem gain over widely varying problems: paired resampling gives zero width."""
     base = np.linspace(0.0, 0.9, 30)[None, :]
     r = paired_bootstrap([base + 0.05], [base], n_boot=2000)
     assert math.isclose(r.diff, 0.05)
@@ -82,8 +88,9 @@ def test_bootstrap_resamples_seeds() -> None:
 
 def test_bootstrap_average_is_mean_over_benchmarks() -> None:
     """10 problems all solved vs none, plus 20 problems tied: Average diff = 0.5 (not pooled 10/30)."""
-    r = paired_bootstrap([np.ones((1, 10)), np.zeros((1, 20))], [np.zeros((1, 10)), np.zeros((1, 20))],
-                         n_boot=1000)
+    r = paired_bootstrap(
+        [np.ones((1, 10)), np.zeros((1, 20))], [np.zeros((1, 10)), np.zeros((1, 20))], n_boot=1000
+    )
     assert math.isclose(r.diff, 0.5)
     assert r.n_problems == 30
 
@@ -97,11 +104,14 @@ def test_bootstrap_deterministic_and_seeded() -> None:
     assert r1.ci_low <= r1.diff <= r1.ci_high
 
 
-@pytest.mark.parametrize(("arm", "base"), [
-    ([np.ones((1, 3))], [np.ones((1, 4))]),                       # problem counts differ
-    ([], []),                                                     # no benchmark
-    ([np.ones((1, 3)), np.ones((2, 3))], [np.ones((1, 3))] * 2),  # seed count differs across benchmarks
-])
+@pytest.mark.parametrize(
+    ("arm", "base"),
+    [
+        ([np.ones((1, 3))], [np.ones((1, 4))]),  # problem counts differ
+        ([], []),  # no benchmark
+        ([np.ones((1, 3)), np.ones((2, 3))], [np.ones((1, 3))] * 2),  # seed count differs across benchmarks
+    ],
+)
 def test_bootstrap_rejects_bad_shapes(arm: list, base: list) -> None:
     with pytest.raises(ValueError):
         paired_bootstrap(arm, base, n_boot=10)

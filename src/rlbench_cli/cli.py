@@ -336,7 +336,7 @@ def testbed_show(
     from rlbench_cli.testbed.task import generate_split
 
     for row in generate_split(split)[:n]:
-        console.print(f"[bold]{row['id']}[/] {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
+        console.print(f"{row['id']}  {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -22,8 +22,14 @@ TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
 PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
 
 
+# Guards for untrusted recipe text: YAML aliases can expand a small file into billions of nodes ("billion laughs").
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN / inf are never meaningful settings and would silently break comparisons (e.g. reward.correct).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(Section):
@@ -121,7 +127,10 @@ class AlgorithmConfig(Section):
     dpo_beta: float = Field(0.1, gt=0, description="DPO: beta.")
     dpo_iterations: int = Field(2, ge=1, le=100, description="Iterative DPO: sample-pair-train iterations.")
     sft_coef: float = Field(0.0, ge=0, description="DPO: weight of an extra SFT term on the chosen response.")
-    pair_strategy: Literal["random"] = Field("random", description="DPO: how chosen/rejected are picked.")
+    pair_strategy: Literal["random", "max_min", "shortest"] = Field(
+        "random", description="DPO: how chosen/rejected are picked: random (uniform correct vs uniform wrong), "
+        "max_min (first correct vs first wrong, Online-DPO-R1), shortest (shortest correct vs uniform wrong)."
+    )
 
 
 class RolloutConfig(Section):
@@ -183,9 +192,16 @@ class EvalConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("results", description="Folder that holds run folders.")
-    run_name: str | None = Field(None, description="Run folder name. Default: '<name>-s<seed>'.")
+    run_name: str | None = Field(
+        None, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Run folder name (letters, digits, _ . -). Default: '<name>-s<seed>'.",
+    )
     save_model: bool = Field(True, description="Save the final model in Hugging Face format.")
-    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0 = off).")
+    checkpoint_every: int = Field(
+        0, ge=0,
+        description="Save a resumable checkpoint every N optimizer steps (0 = off); a multiple of the optimizer "
+        "steps per rollout, so a checkpoint never splits a rollout.",
+    )
     keep_checkpoints: int = Field(1, ge=1, description="Checkpoints kept on disk.")
 
 
@@ -218,6 +234,16 @@ class Recipe(Section):
             raise ValueError(
                 f"optim.micro_batch_size ({self.optim.micro_batch_size}) must divide the responses per optimizer "
                 f"step (mini_batch_prompts × n = {mini * self.rollout.n})"
+            )
+        every, per_rollout = self.output.checkpoint_every, self.rollout.prompts_per_batch // mini
+        if every and every % per_rollout:
+            # TRL buffers a rollout's generations in memory; a checkpoint inside a rollout loses the rest of it
+            # and a resumed run would no longer match an uninterrupted one.
+            up = (every // per_rollout + 1) * per_rollout
+            raise ValueError(
+                f"output.checkpoint_every ({every}) must be a multiple of the optimizer steps per rollout "
+                f"({per_rollout} = prompts_per_batch / mini_batch_prompts), so checkpoints fall on rollout "
+                f"boundaries: use e.g. output.checkpoint_every={up}"
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError("data.path is required when data.source is 'jsonl'")
@@ -279,6 +305,49 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
 # ---------------------------------------------------------------- loading, overrides and error messages
 
 
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes the YAML graph expands to once aliases are copied (memoised: aliases share composed nodes)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a recursive alias cannot loop forever here; the constructor rejects or keeps it shared
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            size = 1
+        memo[key] = min(size, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
+def safe_yaml_load(text: str, where: str) -> Any:
+    """yaml.safe_load with guards: no Python tags, no alias bombs, no runaway nesting. Errors are UserErrors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise UserError(
+                f"YAML expands to more than {MAX_YAML_NODES} values (anchors/aliases used as a 'billion laughs'?)",
+                where=where, fix="write the recipe without deeply repeated aliases",
+            )
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise UserError(
+            f"unsupported YAML tag or value ({(e.problem or 'cannot construct').strip()})", where=loc,
+            fix="recipes are loaded with yaml.safe_load: plain mappings, lists, strings and numbers only",
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["invalid YAML"])[0]
+        raise UserError(f"YAML syntax error: {problem}", where=loc, fix="correct the YAML at that line") from None
+    except RecursionError:
+        raise UserError("YAML nested too deeply", where=where, fix="flatten the recipe") from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     where = str(path)
     if not path.exists():
@@ -286,22 +355,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise UserError("is a folder, not a recipe file", where=where, fix="pass a .yaml file")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text (byte {e.start})", where=where, fix="save the recipe as UTF-8") from None
+        # Read at most the limit (+1 to detect overflow): a device or pipe path must not be read forever.
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as e:
         raise UserError(f"cannot read ({e.strerror})", where=where) from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise UserError(f"larger than {MAX_RECIPE_BYTES // 1024} KiB; not a recipe", where=where,
+                        fix="pass a recipe YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = " (looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise UserError(f"not UTF-8 text{hint} (byte {e.start})", where=where, fix="save the recipe as UTF-8") from None
     if "\x00" in text:
         raise UserError("contains NUL bytes; not a YAML text file", where=where, fix="pass a YAML recipe") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"YAML syntax error: {problem}", where=loc, fix="correct the YAML at that line") from None
-    except RecursionError:
-        raise UserError("YAML nested too deeply", where=where) from None
+    data = safe_yaml_load(text, where)
     if data is None:
         raise UserError("recipe is empty", where=where, fix="start from a shipped recipe (`rlbench recipes`)")
     if not isinstance(data, dict):
@@ -320,9 +389,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise UserError(f"override key {key!r} is malformed", where="command line", fix="write e.g. optim.lr=1e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = safe_yaml_load(raw, where=f"override {item!r}") if raw.strip() else None
+    except UserError as e:
+        if "expands to more than" in str(e) or "nested too deeply" in str(e) or "unsupported YAML tag" in str(e):
+            raise
+        value = raw  # not YAML (e.g. an unquoted string with a colon): keep the text
     return parts, value
 
 
@@ -369,6 +440,9 @@ def format_validation_error(err: ValidationError, where: str) -> UserError:
         fix = f"{hint}valid keys here: {', '.join(valid)}" if valid else "remove it"
     elif kind == "missing":
         msg, fix = f"required key '{key}' is missing", f"add '{key}' (see the recipe reference in README.md)"
+    elif kind == "value_error" and not loc:
+        # A cross-field rule from Recipe._check_consistency: its message already names the keys.
+        msg, fix = str(first["msg"]).removeprefix("Value error, "), "change one of the keys named above"
     else:
         got = first.get("input")
         got_text = repr(got) if not isinstance(got, dict) else "a mapping"

@@ -1,10 +1,11 @@
 """`rlbench compare`: paper-style tables, significance tests and plots from a results folder.
 
-Entry point: `run_compare(results_dir, ...)`. It loads every completed run (loader.py; bad runs are skipped with
-one warning each), groups them into recipe rows with benchmark columns (tables.py; mixed evaluation settings are
-split into separate columns, or refused inside one row — see tables.py), optionally tests each row against a
-baseline with a paired bootstrap (stats.py), adds published reference rows (reference.py), renders the table in
-one of rich / markdown / latex / csv / json, and writes plots (plots.py). Heavy libraries load lazily.
+Entry point: `run_compare(results_dir, ...)`. It loads every completed run (loader.py; bad runs are skipped
+with one warning each), groups them into recipe rows with benchmark columns (tables.py; mixed evaluation
+settings are split into separate columns, or refused inside one row — see tables.py), optionally tests each
+row against a baseline with a paired bootstrap (stats.py), adds published reference rows (reference.py),
+renders the table in one of rich / markdown / latex / csv / json, and writes plots (plots.py). Heavy libraries
+load lazily.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def run_compare(
     """Print (and/or write to `output`) the comparison table; return it as a JSON-able dict.
 
     The dict has keys metric, columns, rows (with cells and extras), stats (baseline tests), warnings, plots,
-    format, output. Machine formats (csv/json) printed to the terminal keep warnings on stderr.
+    format, output. Warnings go to stderr except with the rich format and a given console.
     """
     from rlbench_cli.compare.loader import load_runs
     from rlbench_cli.compare.tables import build_comparison, render_csv, render_latex, render_markdown
@@ -46,25 +47,39 @@ def run_compare(
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}", where="--format", fix=f"use one of: {', '.join(FORMATS)}")
     if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}", where="--metric", fix=f"use one of: {', '.join(METRICS)}")
+        raise UserError(
+            f"unknown metric {metric!r}", where="--metric", fix=f"use one of: {', '.join(METRICS)}"
+        )
     results_dir = Path(results_dir)
     if not results_dir.exists():
-        raise UserError("results folder does not exist", where=str(results_dir),
-                        fix="pass the folder that `rlbench train` / `rlbench eval` wrote runs into")
+        raise UserError(
+            "results folder not found",
+            where=str(results_dir),
+            fix="pass the folder that `rlbench train` / `rlbench eval` wrote runs into",
+        )
     runs, warnings = load_runs(results_dir, metric)
     if not any(run.evals for run in runs):
         found = f"{len(runs)} completed run(s) but none has an eval summary" if runs else "no completed runs"
-        detail = f" ({len(warnings)} folder(s) skipped: {warnings[0]}{' …' if len(warnings) > 1 else ''})" \
-            if warnings else ""
+        detail = (
+            f" ({len(warnings)} folder(s) skipped: {warnings[0]}{' …' if len(warnings) > 1 else ''})"
+            if warnings
+            else ""
+        )
         raise UserError(
             f"{found} with eval/<benchmark>/summary.json for metric {metric}{detail}",
             where=str(results_dir),
             fix="train a recipe (`rlbench train RECIPE --results-dir DIR`) and evaluate it "
-                "(`rlbench eval --results-dir DIR`), or evaluate a base model, then rerun compare on DIR",
+            "(`rlbench eval --results-dir DIR`), or evaluate a base model, then rerun compare on DIR",
         )
 
-    comp = build_comparison(runs, metric=metric, baseline=baseline, reference=reference,
-                            extra_columns=list(extra_columns), warnings=warnings)
+    comp = build_comparison(
+        runs,
+        metric=metric,
+        baseline=baseline,
+        reference=reference,
+        extra_columns=list(extra_columns),
+        warnings=warnings,
+    )
     plots: list[str] = []
     if plots_dir is not None:
         from rlbench_cli.compare.plots import write_plots
@@ -73,8 +88,14 @@ def run_compare(
         if not any(r.kind == "train" and any(run.metrics for run in r.runs) for r in comp.rows):
             warnings.append("no run has metrics.jsonl entries; training-curve plots were not written")
     result = comp.to_dict()
-    result.update({"results_dir": str(results_dir), "plots": plots, "format": fmt,
-                   "output": str(output) if output else None})
+    result.update(
+        {
+            "results_dir": str(results_dir),
+            "plots": plots,
+            "format": fmt,
+            "output": str(output) if output else None,
+        }
+    )
 
     renderers = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
     text: str | None = None
@@ -86,8 +107,8 @@ def run_compare(
     from rich.console import Console
 
     out_console = console if console is not None else Console()
-    machine = fmt in ("csv", "json")
-    warn_console = Console(stderr=True) if (machine and output is None) or console is None else console
+    # Only the rich table shares its console with warnings; text formats keep stdout clean for redirection.
+    warn_console = console if (fmt == "rich" and console is not None) else Console(stderr=True)
     if fmt == "rich":
         from rlbench_cli.compare.tables import render_rich_table
 
@@ -100,11 +121,9 @@ def run_compare(
     elif output is not None:
         atomic_write_text(output, text or "")
         out_console.print(f"wrote {output}", markup=False, highlight=False)
-    elif console is None:
-        # Plain print keeps the text byte-exact (rich would wrap or style it).
-        print(text, end="")
     else:
-        out_console.print(text or "", markup=False, highlight=False, soft_wrap=True, end="")
+        # Console.out writes the text as is: no markup, emoji codes, highlighting or wrapping.
+        out_console.out(text or "", highlight=False, end="")
     for w in warnings:
         warn_console.print(f"warning: {w}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     for p in plots:

@@ -3,9 +3,9 @@
 Layout: `<results_dir>/<run>/manifest.json`, `<run>/metrics.jsonl`, `<run>/eval/<benchmark>/summary.json`.
 A folder that is itself a run (has manifest.json) is accepted too.
 
-Nothing here raises on a bad run: incomplete, failed or corrupt run folders are skipped and one warning line per
-problem is returned, so compare can always show what is usable. A corrupt or unfinished eval summary only drops
-that one benchmark of the run (its cell shows "–").
+Nothing here raises on a bad run: incomplete, failed or corrupt run folders are skipped and one warning line
+per problem is returned, so compare can always show what is usable. A corrupt or unfinished eval summary only
+drops that one benchmark of the run (its cell shows "–").
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from rlbench_cli.records import read_jsonl
 # Settings that change what a score means; runs differing in any of them must not share a table column.
 SETTING_KEYS: tuple[str, ...] = ("k", "temperature", "top_p", "max_new_tokens", "prompt_template")
 CANONICAL_BENCHMARKS: tuple[str, ...] = (
-    "math500", "minerva_math", "olympiadbench", "testbed_easy", "testbed_medium", "testbed_hard",
+    "math500",
+    "minerva_math",
+    "olympiadbench",
+    "testbed_easy",
+    "testbed_medium",
+    "testbed_hard",
 )
 
 
@@ -146,7 +151,11 @@ def load_run(run_dir: Path, metric: str, warnings: list[str]) -> Run | None:
     seed = manifest.get("seed")
     wall = manifest.get("wall_time_s")
     run = Run(
-        path=run_dir, name=name, kind=kind, recipe_name=recipe, label=label,
+        path=run_dir,
+        name=name,
+        kind=kind,
+        recipe_name=recipe,
+        label=label,
         algorithm=manifest.get("algorithm"),
         seed=seed if isinstance(seed, int) else None,
         wall_time_s=float(wall) if isinstance(wall, int | float) else None,
@@ -169,7 +178,7 @@ def load_run(run_dir: Path, metric: str, warnings: list[str]) -> Run | None:
 
 
 def load_runs(results_dir: Path, metric: str = "mean@k") -> tuple[list[Run], list[str]]:
-    """All completed runs under `results_dir` (sorted by folder name) and the warnings for what was skipped."""
+    """All completed runs under `results_dir` (sorted by folder name) and warnings for what was skipped."""
     results_dir = Path(results_dir)
     warnings: list[str] = []
     if (results_dir / "manifest.json").exists():
@@ -181,7 +190,11 @@ def load_runs(results_dir: Path, metric: str = "mean@k") -> tuple[list[Run], lis
     runs: list[Run] = []
     for d in candidates:
         # Folders that do not look like runs at all (e.g. a plots folder) are ignored silently.
-        if not (d / "manifest.json").exists() and not (d / "eval").is_dir() and not (d / "metrics.jsonl").exists():
+        if (
+            not (d / "manifest.json").exists()
+            and not (d / "eval").is_dir()
+            and not (d / "metrics.jsonl").exists()
+        ):
             continue
         run = load_run(d, metric, warnings)
         if run is not None:

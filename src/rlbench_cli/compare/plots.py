@@ -1,10 +1,11 @@
 """Figures for `rlbench compare --plots DIR`: training curves and a mean@k bar chart (PNG, matplotlib Agg).
 
-Curves: one panel per training metric (reward_mean, accuracy, entropy, kl, response_len, kept_frac), one figure
-against optimizer step and one against samples; one line per recipe (mean across its seeds at each step) with a
-min–max band when it has several seeds. Bars: the table's metric per benchmark column (and Average) with the
-cell's uncertainty as error bars. Each recipe keeps one colour in every figure. Figures are built on
-`matplotlib.figure.Figure` directly (no pyplot global state), so this is safe to call repeatedly and in tests.
+Curves: one panel per training metric (reward_mean, accuracy, entropy, kl, response_len, kept_frac), one
+figure against optimizer step and one against samples; one line per recipe (mean across its seeds at each
+step) with a min–max band when it has several seeds. Bars: the table's metric per benchmark column (and
+Average) with the cell's uncertainty as error bars. Each recipe keeps one colour in every figure. Figures are
+built on `matplotlib.figure.Figure` directly (no pyplot global state), so this is safe to call repeatedly and
+in tests.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from typing import Any
 from rlbench_cli.compare.tables import Comparison, Row
 
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
-    ("reward_mean", "mean reward"), ("accuracy", "accuracy"), ("entropy", "policy entropy"),
-    ("kl", "KL to reference"), ("response_len", "response length (tokens)"), ("kept_frac", "kept fraction"),
+    ("reward_mean", "mean reward"),
+    ("accuracy", "accuracy"),
+    ("entropy", "policy entropy"),
+    ("kl", "KL to reference"),
+    ("response_len", "response length (tokens)"),
+    ("kept_frac", "kept fraction"),
 )
 X_AXES: dict[str, str] = {"step": "optimizer step", "samples": "samples generated"}
 
@@ -112,8 +117,10 @@ def bars_figure(comp: Comparison, colors: dict[str, Any]) -> Any:
     ax.set_xticks(range(len(cols)), [c.header for c in cols], rotation=20, ha="right")
     ax.set_ylabel(f"{comp.metric} (%)")
     ax.set_xlabel("benchmark")
-    ax.set_title(f"{comp.metric} per benchmark\n(error bars: SE over problems for one seed, 95% CI across seeds)",
-                 fontsize=10)
+    ax.set_title(
+        f"{comp.metric} per benchmark\n(error bars: SE over problems for one seed, 95% CI across seeds)",
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     if rows:
         ax.legend(fontsize=8)

@@ -1,9 +1,9 @@
 """Published numbers of reference papers, shown beside our runs by `rlbench compare --reference`.
 
 Only "minimal-rl" exists: Xiong et al., "A Minimalist Approach to LLM Reasoning", arXiv 2504.11343, Table 1
-(mean@16 at temperature 1.0, 4096 new tokens, Math-Verify grading; percentages). v1 gives per-benchmark numbers for
-Qwen2.5-Math-7B; v2 gives only the Average (MATH500, Minerva Math, OlympiadBench) for both models. Source of the
-values: /work/shared/REFERENCE.md §1.
+(mean@16 at temperature 1.0, 4096 new tokens, Math-Verify grading; percentages). v1 gives per-benchmark
+numbers for Qwen2.5-Math-7B; v2 gives only the Average (MATH500, Minerva Math, OlympiadBench) for both models.
+Source of the values: /work/shared/REFERENCE.md §1.
 """
 
 from __future__ import annotations
@@ -47,13 +47,17 @@ def _minimal_rl() -> list[ReferenceRow]:
         "Reinforce-Rej": (56.4, 28.5),
     }
     rows = [
-        ReferenceRow(f"[paper v1] {m} ({qwen})",
-                     {"math500": a, "minerva_math": b, "olympiadbench": c, "average": avg})
+        ReferenceRow(
+            f"[paper v1] {m} ({qwen})", {"math500": a, "minerva_math": b, "olympiadbench": c, "average": avg}
+        )
         for m, (a, b, c, avg) in v1.items()
     ]
     for model, i in ((qwen, 0), (llama, 1)):
-        rows += [ReferenceRow(f"[paper v2] {m} ({model})", {"average": vals[i]})
-                 for m, vals in v2.items() if vals[i] is not None]
+        rows += [
+            ReferenceRow(f"[paper v2] {m} ({model})", {"average": vals[i]})
+            for m, vals in v2.items()
+            if vals[i] is not None
+        ]
     return rows
 
 
@@ -65,7 +69,8 @@ def reference_rows(name: str) -> list[ReferenceRow]:
     key = name.strip().lower()
     if key not in REFERENCES:
         raise UserError(
-            f"unknown reference {name!r}", where="--reference",
+            f"unknown reference {name!r}",
+            where="--reference",
             fix=f"use one of: {', '.join(sorted(REFERENCES))}",
         )
     return REFERENCES[key]()

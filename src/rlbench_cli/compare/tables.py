@@ -1,14 +1,15 @@
 """Build the comparison table (rows × benchmark columns) and render it as rich, markdown, LaTeX, CSV or JSON.
 
-Rows are recipes (runs grouped across seeds), base models first. A cell is the metric (default mean@k) with its
-uncertainty: one seed → ± standard error over problems; several seeds → mean across seeds ± 95% Student-t
-half-width. "Average" is the mean over the table's benchmarks and is shown only for rows that have all of them.
+Rows are recipes (runs grouped across seeds), base models first. A cell is the metric (default mean@k) with
+its uncertainty: one seed → ± standard error over problems; several seeds → mean across seeds ± 95% Student-t
+half-width. "Average" is the mean over the table's benchmarks and is shown only for rows that have all of
+them.
 
 Mixed evaluation settings: scores obtained under different k, temperature, top_p, max_new_tokens, prompt
 template, benchmark data (sha256) or grader version are never pooled. Across rows, a benchmark evaluated under
-several settings is split into one column per setting, labelled with what differs (e.g. "MATH500 (k=4)"), and a
-warning says so. Within one row (the seeds of one recipe) differing settings are refused with a UserError, since
-the row's mean and interval would silently pool incomparable numbers.
+several settings is split into one column per setting, labelled with what differs (e.g. "MATH500 (k=4)"), and
+a warning says so. Within one row (the seeds of one recipe) differing settings are refused with a UserError,
+since the row's mean and interval would silently pool incomparable numbers.
 """
 
 from __future__ import annotations
@@ -20,17 +21,39 @@ from typing import Any
 
 from rlbench_cli.compare.loader import Run, benchmark_sort_key
 from rlbench_cli.compare.reference import PAPER_AVERAGE_BENCHMARKS, PAPER_PROTOCOL, reference_rows
-from rlbench_cli.compare.stats import BootstrapResult, combine_se, paired_bootstrap, standard_error, t_interval
+from rlbench_cli.compare.stats import (
+    BootstrapResult,
+    combine_se,
+    paired_bootstrap,
+    standard_error,
+    t_interval,
+)
 from rlbench_cli.errors import UserError
 
 EXTRA_COLUMNS: dict[str, str] = {
-    "pass@k": "pass@k", "maj@k": "maj@k", "entropy": "Entropy", "wall_time": "Wall time", "gen_tokens": "Gen tokens",
+    "pass@k": "pass@k",
+    "maj@k": "maj@k",
+    "entropy": "Entropy",
+    "wall_time": "Wall time",
+    "gen_tokens": "Gen tokens",
 }
 AVERAGE = "average"
 SIG_LEVEL = 0.05
 N_BOOT = 10_000
-ALGORITHM_ORDER = ("sft", "raft", "raftpp", "raft++", "reinforce", "reinforce_rej", "reinforce-rej", "grpo", "ppo",
-                   "dpo", "iterative_dpo", "iterative-dpo")
+ALGORITHM_ORDER = (
+    "sft",
+    "raft",
+    "raftpp",
+    "raft++",
+    "reinforce",
+    "reinforce_rej",
+    "reinforce-rej",
+    "grpo",
+    "ppo",
+    "dpo",
+    "iterative_dpo",
+    "iterative-dpo",
+)
 
 
 @dataclass
@@ -56,8 +79,11 @@ class Cell:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "value": self.value, "uncertainty": self.uncertainty, "uncertainty_kind": self.kind,
-            "n_seeds": self.n_seeds, "best": self.best,
+            "value": self.value,
+            "uncertainty": self.uncertainty,
+            "uncertainty_kind": self.kind,
+            "n_seeds": self.n_seeds,
+            "best": self.best,
             "vs_baseline": self.test.to_dict() if self.test else None,
             "significant": self.significant if self.test else None,
         }
@@ -93,25 +119,41 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         comparisons = [
             {"row": r.label, "column": k, **c.test.to_dict()}
-            for r in self.rows for k, c in r.cells.items() if c.test is not None
+            for r in self.rows
+            for k, c in r.cells.items()
+            if c.test is not None
         ]
         return {
             "metric": self.metric,
-            "columns": [{"key": c.key, "header": c.header, "benchmark": c.benchmark, "settings": c.settings}
-                        for c in self.columns],
+            "columns": [
+                {"key": c.key, "header": c.header, "benchmark": c.benchmark, "settings": c.settings}
+                for c in self.columns
+            ],
             "extra_columns": list(self.extra_columns),
-            "rows": [{
-                "label": r.label, "recipe_name": r.recipe_name, "kind": r.kind, "algorithm": r.algorithm,
-                "baseline": r.is_baseline, "runs": [x.name for x in r.runs], "seeds": [x.seed for x in r.runs],
-                "n_seeds": r.n_seeds,
-                "cells": {c.key: (r.cells[c.key].to_dict() if c.key in r.cells else None) for c in self.columns},
-                "extras": dict(r.extras),
-            } for r in self.rows],
+            "rows": [
+                {
+                    "label": r.label,
+                    "recipe_name": r.recipe_name,
+                    "kind": r.kind,
+                    "algorithm": r.algorithm,
+                    "baseline": r.is_baseline,
+                    "runs": [x.name for x in r.runs],
+                    "seeds": [x.seed for x in r.runs],
+                    "n_seeds": r.n_seeds,
+                    "cells": {
+                        c.key: (r.cells[c.key].to_dict() if c.key in r.cells else None) for c in self.columns
+                    },
+                    "extras": dict(r.extras),
+                }
+                for r in self.rows
+            ],
             "stats": {
                 "baseline": self.baseline.label if self.baseline else None,
                 "method": "paired bootstrap over problems (and seeds when a row has several), "
-                          "percentile 95% interval, two-sided p-value",
-                "n_boot": N_BOOT, "significance_level": SIG_LEVEL, "comparisons": comparisons,
+                "percentile 95% interval, two-sided p-value",
+                "n_boot": N_BOOT,
+                "significance_level": SIG_LEVEL,
+                "comparisons": comparisons,
             },
             "reference": self.reference,
             "legend": list(self.legend),
@@ -138,17 +180,23 @@ def _group_rows(runs: list[Run], warnings: list[str]) -> list[Row]:
         seen: dict[int, str] = {}
         for run in members:
             if run.seed is not None and run.seed in seen:
-                warnings.append(f"{run.name}: duplicate seed {run.seed} of recipe {recipe!r} "
-                                f"(already have {seen[run.seed]}); ignored")
+                warnings.append(
+                    f"{run.name}: duplicate seed {run.seed} of recipe {recipe!r} "
+                    f"(already have {seen[run.seed]}); ignored"
+                )
                 continue
             if run.seed is not None:
                 seen[run.seed] = run.name
             kept.append(run)
         labels = sorted({r.label for r in kept})
         if len(labels) > 1:
-            warnings.append(f"recipe {recipe!r}: runs have different labels {labels}; using {kept[0].label!r}")
+            warnings.append(
+                f"recipe {recipe!r}: runs have different labels {labels}; using {kept[0].label!r}"
+            )
         kind = "base" if kept[0].kind == "base" else "train"
-        rows.append(Row(label=kept[0].label, recipe_name=recipe, kind=kind, algorithm=kept[0].algorithm, runs=kept))
+        rows.append(
+            Row(label=kept[0].label, recipe_name=recipe, kind=kind, algorithm=kept[0].algorithm, runs=kept)
+        )
 
     def order(row: Row) -> tuple[int, int, str]:
         algo = (row.algorithm or "").lower()
@@ -165,23 +213,29 @@ def _group_rows(runs: list[Run], warnings: list[str]) -> list[Row]:
     return rows
 
 
+def _check_row_settings(row: Row) -> None:
+    """Refuse a row whose seeds were evaluated on one benchmark under different settings."""
+    first: dict[str, Run] = {}
+    for run in row.runs:
+        for bench, ev in run.evals.items():
+            ref = first.setdefault(bench, run)
+            ref_ev = ref.evals[bench]
+            if ref_ev.signature == ev.signature:
+                continue
+            pairs = zip(ref_ev.signature, ev.signature, strict=True)
+            diff = "; ".join(f"{k}: {a!r} vs {b!r}" for (k, a), (_, b) in pairs if a != b)
+            raise UserError(
+                f"runs {ref.name} and {run.name} of recipe {row.recipe_name!r} were evaluated on {bench} "
+                f"under different settings ({diff}), so their seeds cannot be averaged into one row",
+                where=str(ev.path),
+                fix="re-evaluate both runs with the same settings (rlbench eval), "
+                "or compare them from separate results folders",
+            )
+
+
 def _build_columns(rows: list[Row], warnings: list[str]) -> list[Column]:
     for row in rows:
-        for run_a in row.runs:
-            for run_b in row.runs:
-                for bench, ev in run_a.evals.items():
-                    other = run_b.evals.get(bench)
-                    if other is not None and other.signature != ev.signature and run_a.name < run_b.name:
-                        diff = [f"{k}: {a!r} vs {b!r}" for (k, a), (_, b) in
-                                zip(ev.signature, other.signature, strict=True) if a != b]
-                        raise UserError(
-                            f"runs {run_a.name} and {run_b.name} of recipe {row.recipe_name!r} were evaluated on "
-                            f"{bench} under different settings ({'; '.join(diff)}), so their seeds cannot be "
-                            "averaged into one row",
-                            where=str(other.path),
-                            fix="re-evaluate both runs with the same settings (rlbench eval), or compare them "
-                                "from separate results folders",
-                        )
+        _check_row_settings(row)
     sigs: dict[str, list[tuple]] = {}
     names: dict[str, str] = {}
     for row in rows:
@@ -202,8 +256,10 @@ def _build_columns(rows: list[Row], warnings: list[str]) -> list[Column]:
             tag = ", ".join(_short(*sig[i]) for i in differing)
             headers.append(tag)
             columns.append(Column(f"{bench} ({tag})", f"{names[bench]} ({tag})", bench, dict(sig)))
-        warnings.append(f"{names[bench]} was evaluated under different settings; split into separate columns: "
-                        + "; ".join(headers))
+        warnings.append(
+            f"{names[bench]} was evaluated under different settings; split into separate columns: "
+            + "; ".join(headers)
+        )
     return columns
 
 
@@ -226,8 +282,11 @@ def _cell_from_runs(values: list[float], ses: list[float | None]) -> Cell:
 def _fill_cells(row: Row, columns: list[Column], metric: str, warnings: list[str]) -> None:
     bench_cols = [c for c in columns if c.benchmark is not None]
     for col in bench_cols:
-        runs = [r for r in row.runs if col.benchmark in r.evals
-                and dict(r.evals[col.benchmark].signature) == col.settings]
+        runs = [
+            r
+            for r in row.runs
+            if col.benchmark in r.evals and dict(r.evals[col.benchmark].signature) == col.settings
+        ]
         if runs:
             values = [float(r.evals[col.benchmark].metrics[metric]) for r in runs]
             row.cells[col.key] = _cell_from_runs(values, [_metric_se(r, col.benchmark, metric) for r in runs])
@@ -236,9 +295,12 @@ def _fill_cells(row: Row, columns: list[Column], metric: str, warnings: list[str
     if not complete or not benchmarks:
         return
     if len(complete) < row.n_seeds:
-        warnings.append(f"{row.label}: Average uses {len(complete)} of {row.n_seeds} seeds "
-                        "(the others miss a benchmark)")
-    averages = [sum(float(r.evals[b].metrics[metric]) for b in benchmarks) / len(benchmarks) for r in complete]
+        warnings.append(
+            f"{row.label}: Average uses {len(complete)} of {row.n_seeds} seeds (the others miss a benchmark)"
+        )
+    averages = [
+        sum(float(r.evals[b].metrics[metric]) for b in benchmarks) / len(benchmarks) for r in complete
+    ]
     if len(complete) == 1:
         ses = [_metric_se(complete[0], b, metric) for b in benchmarks]
         se = None if any(s is None for s in ses) else combine_se([s for s in ses if s is not None])
@@ -257,7 +319,10 @@ def _last_value(metrics: list[dict[str, Any]], key: str) -> float | None:
 
 
 def total_gen_tokens(metrics: list[dict[str, Any]]) -> float | None:
-    """Total generated tokens: the last value if the logged series is cumulative (never decreases), else the sum."""
+    """Total generated tokens: the last value if the series is cumulative (never decreases), else the sum.
+
+    rlbench's RL runner logs running totals (training/rl.py); a series that ever decreases is per-step counts.
+    """
     vals = [float(r["gen_tokens"]) for r in metrics if isinstance(r.get("gen_tokens"), int | float)]
     if not vals:
         return None
@@ -305,16 +370,22 @@ def resolve_baseline(rows: list[Row], name: str) -> Row:
         return matches[0]
     known = ", ".join(sorted({r.recipe_name or r.label for r in rows} | {r.label for r in rows}))
     if len(matches) > 1:
-        raise UserError(f"baseline {name!r} matches several rows", where="--baseline",
-                        fix=f"give the recipe name instead; known: {known}")
-    raise UserError(f"no run matches baseline {name!r}", where="--baseline",
-                    fix=f"use a recipe name or label from the results folder: {known}")
+        raise UserError(
+            f"baseline {name!r} matches several rows",
+            where="--baseline",
+            fix=f"give the recipe name instead; known: {known}",
+        )
+    raise UserError(
+        f"no run matches baseline {name!r}",
+        where="--baseline",
+        fix=f"use a recipe name or label from the results folder: {known}",
+    )
 
 
 def _score_matrices(
     runs_a: list[Run], runs_b: list[Run], bench: str, metric: str
 ) -> tuple[list[list[float]], list[list[float]], int, int] | None:
-    """Per-problem score matrices (seeds × problems) of two arms, paired by problem id; None if unavailable."""
+    """Per-problem score matrices (seeds × problems) of two arms, paired by problem id (None: unavailable)."""
     maps_a = [r.evals[bench].problem_scores(metric) for r in runs_a]
     maps_b = [r.evals[bench].problem_scores(metric) for r in runs_b]
     if any(m is None for m in maps_a + maps_b):
@@ -343,18 +414,27 @@ def _run_significance(comp: Comparison, baseline: Row) -> None:
             if col.key not in row.cells or col.key not in base_cols:
                 continue
             bench = col.benchmark or ""
-            runs_a = [r for r in row.runs if bench in r.evals and dict(r.evals[bench].signature) == col.settings]
-            runs_b = [r for r in baseline.runs if bench in r.evals
-                      and dict(r.evals[bench].signature) == col.settings]
+            runs_a = [
+                r for r in row.runs if bench in r.evals and dict(r.evals[bench].signature) == col.settings
+            ]
+            runs_b = [
+                r
+                for r in baseline.runs
+                if bench in r.evals and dict(r.evals[bench].signature) == col.settings
+            ]
             got = _score_matrices(runs_a, runs_b, bench, comp.metric)
             if got is None:
-                comp.warnings.append(f"{row.label} vs {baseline.label} on {col.header}: no per-problem scores "
-                                     "with shared problem ids; no significance test")
+                comp.warnings.append(
+                    f"{row.label} vs {baseline.label} on {col.header}: no per-problem scores "
+                    "with shared problem ids; no significance test"
+                )
                 continue
             mat_a, mat_b, n_common, largest = got
             if n_common < largest:
-                comp.warnings.append(f"{row.label} vs {baseline.label} on {col.header}: only {n_common} of "
-                                     f"{largest} problems are shared; the test uses those")
+                comp.warnings.append(
+                    f"{row.label} vs {baseline.label} on {col.header}: only {n_common} of "
+                    f"{largest} problems are shared; the test uses those"
+                )
             row.cells[col.key].test = paired_bootstrap([mat_a], [mat_b], n_boot=N_BOOT, seed=0)
         if AVERAGE not in row.cells or AVERAGE not in baseline.cells:
             continue
@@ -362,8 +442,10 @@ def _run_significance(comp: Comparison, baseline: Row) -> None:
         runs_b = [r for r in baseline.runs if all(b in r.evals for b in benchmarks)]
         same_cols = all(runs_a[0].evals[b].signature == runs_b[0].evals[b].signature for b in benchmarks)
         if not same_cols:
-            comp.warnings.append(f"{row.label} vs {baseline.label}: Average not tested (benchmarks evaluated "
-                                 "under different settings)")
+            comp.warnings.append(
+                f"{row.label} vs {baseline.label}: Average not tested (benchmarks evaluated "
+                "under different settings)"
+            )
             continue
         arms_a, arms_b = [], []
         for b in benchmarks:
@@ -384,14 +466,20 @@ def _add_reference(comp: Comparison, name: str) -> None:
     benchmarks = {c.benchmark for c in comp.columns if c.benchmark}
     avg_ok = benchmarks == set(PAPER_AVERAGE_BENCHMARKS)
     if not avg_ok:
-        comp.warnings.append(f"reference {name!r}: the paper's Average covers MATH500, Minerva Math and "
-                             "OlympiadBench; this table's Average does not, so published Averages are not shown")
+        comp.warnings.append(
+            f"reference {name!r}: the paper's Average covers MATH500, Minerva Math and "
+            "OlympiadBench; this table's Average does not, so published Averages are not shown"
+        )
     for col in comp.columns:
         if col.benchmark in PAPER_AVERAGE_BENCHMARKS:
-            diffs = [f"{k}={col.settings.get(k)}" for k, v in PAPER_PROTOCOL.items() if col.settings.get(k) != v]
+            diffs = [
+                f"{k}={col.settings.get(k)}" for k, v in PAPER_PROTOCOL.items() if col.settings.get(k) != v
+            ]
             if diffs:
-                comp.warnings.append(f"{col.header}: evaluated with {', '.join(diffs)}; the paper used k=16, "
-                                     "temperature 1.0, top_p 1.0, 4096 new tokens")
+                comp.warnings.append(
+                    f"{col.header}: evaluated with {', '.join(diffs)}; the paper used k=16, "
+                    "temperature 1.0, top_p 1.0, 4096 new tokens"
+                )
     added = 0
     for ref in published:
         row = Row(label=ref.label, recipe_name=None, kind="reference")
@@ -421,8 +509,11 @@ def build_comparison(
     warnings = warnings if warnings is not None else []
     unknown = [e for e in extra_columns if e not in EXTRA_COLUMNS]
     if unknown:
-        raise UserError(f"unknown extra column(s) {unknown}", where="--extra-columns",
-                        fix=f"use any of: {', '.join(EXTRA_COLUMNS)}")
+        raise UserError(
+            f"unknown extra column(s) {unknown}",
+            where="--extra-columns",
+            fix=f"use any of: {', '.join(EXTRA_COLUMNS)}",
+        )
     rows = _group_rows(runs, warnings)
     columns = _build_columns(rows, warnings)
     if columns:
@@ -431,8 +522,14 @@ def build_comparison(
     for row in rows:
         _fill_cells(row, columns, metric, warnings)
         _fill_extras(row, extra_columns, benchmarks)
-    comp = Comparison(metric=metric, columns=columns, rows=rows, extra_columns=list(extra_columns),
-                      warnings=warnings, reference=reference)
+    comp = Comparison(
+        metric=metric,
+        columns=columns,
+        rows=rows,
+        extra_columns=list(extra_columns),
+        warnings=warnings,
+        reference=reference,
+    )
     _mark_best(rows, columns)
     if baseline is not None:
         base_row = resolve_baseline(rows, baseline)
@@ -446,15 +543,21 @@ def build_comparison(
 
 
 def _legend(comp: Comparison) -> list[str]:
-    lines = [f"Values: {comp.metric} in %, ± standard error over problems (one seed) or ± 95% Student-t "
-             "half-width across seeds (several seeds); (n=…) marks a cell with fewer seeds than its row; "
-             "best value per column highlighted; – = not evaluated."]
+    lines = [
+        f"Values: {comp.metric} in %, ± standard error over problems (one seed) or ± 95% Student-t "
+        "half-width across seeds (several seeds); (n=…) marks a cell with fewer seeds than its row; "
+        "best value per column highlighted; – = not evaluated."
+    ]
     if comp.baseline is not None:
-        lines.append(f"* p < {SIG_LEVEL:g} vs baseline {comp.baseline.label} (paired bootstrap over problems and "
-                     f"seeds, {N_BOOT} resamples, two-sided).")
+        lines.append(
+            f"* p < {SIG_LEVEL:g} vs baseline {comp.baseline.label} (paired bootstrap over problems and "
+            f"seeds, {N_BOOT} resamples, two-sided)."
+        )
     if any(r.kind == "reference" for r in comp.rows):
-        lines.append("[paper] rows: published mean@16 of arXiv 2504.11343 Table 1 (v1 per benchmark, v2 Average); "
-                     "not part of the best marking.")
+        lines.append(
+            "[paper] rows: published mean@16 of arXiv 2504.11343 Table 1 (v1 per benchmark, v2 Average); "
+            "not part of the best marking."
+        )
     return lines
 
 
@@ -503,7 +606,12 @@ def _parts(row: Row, col: Column) -> _Parts | None:
 
 
 def _headers(comp: Comparison) -> list[str]:
-    return ["Method", "Seeds", *[c.header for c in comp.columns], *[EXTRA_COLUMNS[e] for e in comp.extra_columns]]
+    return [
+        "Method",
+        "Seeds",
+        *[c.header for c in comp.columns],
+        *[EXTRA_COLUMNS[e] for e in comp.extra_columns],
+    ]
 
 
 def _label(row: Row) -> str:
@@ -514,13 +622,22 @@ def _seeds(row: Row) -> str:
     return "" if row.kind == "reference" else str(row.n_seeds)
 
 
+def _bold_legend(comp: Comparison) -> list[str]:
+    return [
+        line.replace("best value per column highlighted", "best value per column in bold")
+        for line in comp.legend
+    ]
+
+
 def render_markdown(comp: Comparison) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     headers = _headers(comp)
-    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
-             "|" + "|".join([":---", "---:"] + ["---:"] * (len(headers) - 2)) + "|"]
+    lines = [
+        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "|" + "|".join([":---", "---:"] + ["---:"] * (len(headers) - 2)) + "|",
+    ]
     for row in comp.rows:
         cells = [esc(_label(row)), _seeds(row)]
         for col in comp.columns:
@@ -533,15 +650,30 @@ def render_markdown(comp: Comparison) -> str:
             cells.append((f"**{text}**" if p.best else text) + esc(p.marks).replace("*", "\\*"))
         cells += [_fmt_extra(e, row.extras.get(e)) for e in comp.extra_columns]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = [("\\" + line) if line.startswith("*") else line for line in comp.legend]  # not a list bullet
+    legend = [("\\" + line) if line.startswith("*") else line for line in _bold_legend(comp)]  # not a bullet
     return "\n".join(lines) + "\n\n" + "\n\n".join(legend) + "\n"
 
 
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "–": "--", "±": r"$\pm$", "…": r"\ldots{}", "<": r"$<$", ">": r"$>$",
-                  # A row starting with "[" right after "\\" would be read as its optional argument.
-                  "[": "{[}", "]": "{]}"}
+_LATEX_SPECIAL = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "–": "--",
+    "±": r"$\pm$",
+    "…": r"\ldots{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    # A row starting with "[" right after "\\" would be read as its optional argument.
+    "[": "{[}",
+    "]": "{]}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -551,9 +683,16 @@ def latex_escape(text: str) -> str:
 def render_latex(comp: Comparison) -> str:
     headers = _headers(comp)
     spec = "l" + "r" * (len(headers) - 1)
-    out = ["% rlbench compare; needs \\usepackage{booktabs}", r"\begin{table}[t]", r"  \centering", r"  \small",
-           f"  \\begin{{tabular}}{{{spec}}}", r"    \toprule",
-           "    " + " & ".join(latex_escape(h) for h in headers) + r" \\", r"    \midrule"]
+    out = [
+        "% rlbench compare; needs \\usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"  \centering",
+        r"  \small",
+        f"  \\begin{{tabular}}{{{spec}}}",
+        r"    \toprule",
+        "    " + " & ".join(latex_escape(h) for h in headers) + r" \\",
+        r"    \midrule",
+    ]
     previous_kind = None
     for row in comp.rows:
         if previous_kind is not None and row.kind != previous_kind:
@@ -575,9 +714,13 @@ def render_latex(comp: Comparison) -> str:
             cells.append(text)
         cells += [latex_escape(_fmt_extra(e, row.extras.get(e))) for e in comp.extra_columns]
         out.append("    " + " & ".join(cells) + r" \\")
-    out += [r"    \bottomrule", r"  \end{tabular}",
-            "  \\caption{" + " ".join(latex_escape(line) for line in comp.legend) + "}",
-            r"  \label{tab:rlbench-compare}", r"\end{table}"]
+    out += [
+        r"    \bottomrule",
+        r"  \end{tabular}",
+        "  \\caption{" + " ".join(latex_escape(line) for line in _bold_legend(comp)) + "}",
+        r"  \label{tab:rlbench-compare}",
+        r"\end{table}",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -618,8 +761,11 @@ def render_rich_table(comp: Comparison, title: str | None = None) -> Any:
     from rich.text import Text
 
     # Text (not str) so "[paper]" in labels and legend is not parsed as rich markup.
-    table = Table(title=title or f"rlbench compare ({comp.metric}, %)", caption=Text("\n".join(comp.legend)),
-                  caption_justify="left")
+    table = Table(
+        title=title or f"rlbench compare ({comp.metric}, %)",
+        caption=Text("\n".join(comp.legend)),
+        caption_justify="left",
+    )
     for i, h in enumerate(_headers(comp)):
         if i == 0:
             longest = max((len(_label(r)) for r in comp.rows), default=10)

@@ -1,9 +1,9 @@
 """Answer checking: extract the final answer of a completion and decide whether it matches the gold answer.
 
-Built on Math-Verify 0.9.0, with three additions it lacks: a normalisation + exact fast path (cheap, and it must
-agree with Math-Verify), OlympiadBench multi-answer sets and numeric tolerance, and a process pool with a hard
-per-answer wall-clock limit. Math-Verify's own timeouts use `signal.alarm`, which fails outside the main thread,
-so they are switched off here and the pool kills a worker whose answer runs past the limit instead.
+Built on Math-Verify 0.9.0, with three additions it lacks: a normalisation + exact fast path (cheap, and it
+must agree with Math-Verify), OlympiadBench multi-answer sets and numeric tolerance, and a process pool with a
+hard per-answer wall-clock limit. Math-Verify's own timeouts use `signal.alarm`, which fails outside the main
+thread, so they are switched off here and the pool kills a worker whose answer runs past the limit instead.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ GRADER_VERSION = "rlbench-grader/1+math-verify-0.9.0"
 # Only the end of an unboxed completion is searched: the answer sits there, and it bounds the work.
 _UNBOXED_TAIL_CHARS = 4000
 _MAX_SET_ELEMENTS = 64
+_MAX_STARTUP_FAILURES = 3
+_STARTUP_HELP = (
+    "grader worker processes keep dying at startup; if this is a script, put its top-level code under "
+    "`if __name__ == '__main__':` (multiprocessing needs it)"
+)
 
 
 @dataclass
@@ -123,11 +128,14 @@ def split_top_level(s: str, seps: str = ",") -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 
 _TEXT_CMD = r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)"
-_TRAILING_UNIT_RE = re.compile(r"^(?P<head>.*?\S)\s*(?:\\[,;!: ]|~|\s)*" + _TEXT_CMD + r"\s*\{[^{}]*\}\s*$", re.S)
+_TRAILING_UNIT_RE = re.compile(
+    r"^(?P<head>.*?\S)\s*(?:\\[,;!: ]|~|\s)*" + _TEXT_CMD + r"\s*\{[^{}]*\}\s*$", re.S
+)
 _WHOLE_TEXT_RE = re.compile(r"^" + _TEXT_CMD + r"\s*\{([^{}]*)\}$", re.S)
 _TEXT_UNWRAP_RE = re.compile(r"\\(?:text|textbf|textrm|mbox)\s*\{([^{}]*)\}")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_NUMBER_RE = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+# No exponent notation: in LaTeX Math-Verify reads `1e3` as 1*e*3, and the fast path must agree with it.
+_NUMBER_RE = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)$")
 _INT_RE = re.compile(r"^[-+]?\d+$")
 _CHOICE_RE = re.compile(r"^\(?([A-Ea-e])\)?$")
 _WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z ]*[A-Za-z]$")
@@ -183,7 +191,7 @@ def _as_decimal(s: str) -> Decimal | None:
 
 
 def _fast_compare(gold: str, pred: str, tolerance: float | None) -> bool | None:
-    """True/False when the answer is decided without Math-Verify, else None. Only decides cases it agrees on."""
+    """True/False when decided without Math-Verify, else None. Decides only cases where Math-Verify agrees."""
     g, p = _compact(gold), _compact(pred)
     if g == p:
         return True
@@ -362,7 +370,7 @@ def grade_answer(
     try:
         return _grade_prepared(pred_src, from_box, gold, multiple_answer, tolerance, unit)
     except Exception as e:  # noqa: BLE001 - a grader crash on odd input is a wrong answer, not a failed run
-        return Verdict(pred=pred_src if from_box else None, correct=False, error=f"{type(e).__name__}: {e}"[:300])
+        return _error_verdict(pred_src, from_box, e)
 
 
 def _grade_key(key: tuple[str, bool, str, bool, float | None, str | None]) -> Verdict:
@@ -370,7 +378,11 @@ def _grade_key(key: tuple[str, bool, str, bool, float | None, str | None]) -> Ve
     try:
         return _grade_prepared(pred_src, from_box, gold, multi, tol, unit)
     except Exception as e:  # noqa: BLE001
-        return Verdict(pred=pred_src if from_box else None, correct=False, error=f"{type(e).__name__}: {e}"[:300])
+        return _error_verdict(pred_src, from_box, e)
+
+
+def _error_verdict(pred_src: str, from_box: bool, e: Exception) -> Verdict:
+    return Verdict(pred=pred_src if from_box else None, correct=False, error=f"{type(e).__name__}: {e}"[:300])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -453,6 +465,7 @@ class Grader:
         self.timeout_s = timeout_s
         self._workers: list[_Worker] = []
         self._ctx: Any = None
+        self._startup_failures = 0
         self.stats = {"graded": 0, "unique": 0, "timeouts": 0, "restarts": 0}
 
     def __enter__(self) -> Grader:
@@ -515,13 +528,19 @@ class Grader:
                         msg = w.conn.recv()
                     except (EOFError, OSError):  # the worker died (e.g. out of memory): its answer is wrong
                         if w.task is not None:
-                            out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False, error="worker died")
+                            out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False,
+                                                  error="worker died")
                             remaining -= 1
+                        elif not w.ready:
+                            self._startup_failures += 1
+                            if self._startup_failures >= _MAX_STARTUP_FAILURES:
+                                raise RuntimeError(_STARTUP_HELP) from None
                         self._replace(w)
                         continue
                     tag, payload = msg
                     if tag == "ready":
                         w.ready = True
+                        self._startup_failures = 0
                     elif w.task == tag:
                         out[tag] = Verdict(**payload)
                         w.task = None
@@ -554,7 +573,8 @@ def _pred_of(key: tuple[Any, ...]) -> str | None:
 
 def _read_grade_input(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
-        raise UserError("file not found", where=str(path), fix="pass a JSONL file with `completion` and `gold`")
+        raise UserError("file not found", where=str(path),
+                        fix="pass a JSONL file with `completion` and `gold` on every line")
     rows: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -564,7 +584,8 @@ def _read_grade_input(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg})", where=where, fix="one JSON object per line") from e
+                raise UserError(f"not valid JSON ({e.msg})", where=where,
+                                fix="write one JSON object per line") from e
             if not isinstance(row, dict):
                 raise UserError("line is not a JSON object", where=where, fix="one JSON object per line")
             for field in ("completion", "gold"):

@@ -240,6 +240,19 @@ def read_samples(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return done
 
 
+def repair_tail(path: Path) -> None:
+    """Cut a truncated last line (left by a killed writer) so that the next append starts on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def _read_timings(out: Path) -> dict[str, float]:
     totals = {"generation_s": 0.0, "grading_s": 0.0, "total_s": 0.0, "n_tokens": 0.0}
     if out.is_dir():
@@ -365,6 +378,8 @@ def _generate_pending(engines: _Engines, name: str, pending: list[tuple[Any, int
                       max_new_tokens: int, chunk_samples: int, on_chunk: Any) -> None:
     """Generate, grade and append the pending (problem, sample_idx) pairs, one chunk at a time."""
     samples_path, timings_path = out / f"samples{suffix}.jsonl", out / f"timings{suffix}.jsonl"
+    repair_tail(samples_path)
+    repair_tail(timings_path)
     for start in range(0, len(pending), chunk_samples):
         chunk = pending[start : start + chunk_samples]
         load_s = engines.start()

@@ -143,7 +143,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         others = [g for g in range(len(all_rewards) // n) if g not in set(valid_groups)]
         chosen = sorted((valid_groups + others)[:want])
         rows = [g * n + j for g in chosen for j in range(n)]
-        merged = _concat_rollouts(outs, pad_id=self.pad_token_id)
+        merged = _concat_rollouts(outs, pad_id=self.processing_class.pad_token_id)
         picked = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in merged.items()}
         return picked, all_rewards[rows], gen_time, rounds
 
@@ -232,13 +232,15 @@ def _concat_rollouts(outs: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return merged
 
 
-def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1) -> GRPOConfig:
-    """Translate a recipe into TRL's GRPOConfig (batch arithmetic from run.plan)."""
+def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1,
+                config_cls: type[GRPOConfig] = GRPOConfig) -> GRPOConfig:
+    """Translate a recipe into TRL's GRPOConfig (batch arithmetic from run.plan); `config_cls` lets PPO pass its
+    GRPOConfig subclass that accepts num_generations == 1."""
     p = plan(recipe, num_processes)
     algo, ro, opt = recipe.algorithm, recipe.rollout, recipe.optim
     on_cpu = not torch.cuda.is_available()
     needs_ref = bool(algo.kl_coef) or algo.log_kl
-    return GRPOConfig(
+    return config_cls(
         output_dir=str(run.checkpoint_dir),
         seed=recipe.seed,
         data_seed=recipe.seed,

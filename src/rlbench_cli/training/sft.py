@@ -1,0 +1,112 @@
+"""The SFT runner: TRL's SFTTrainer on (prompt, reference solution) pairs, loss on the solution tokens only.
+
+prompt = the recipe's rendered prompt (`build_prompt_dataset`, the same string the evaluation uses); completion =
+" " + solution (leading whitespace of the solution collapsed to that one space); TRL appends EOS. One optimizer
+step sees `optim.mini_batch_prompts or rollout.prompts_per_batch` examples (`optim.micro_batch_size` per forward
+pass and device, the rest by gradient accumulation). Steps: `optim.max_steps`, else `optim.epochs` passes over the
+rows. metrics.jsonl: loss, lr, grad_norm, wall_time, samples (examples seen); the other keys are null.
+
+Run: `rlbench train recipes/tiny/sft.yaml`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rlbench_cli.config import Recipe
+from rlbench_cli.errors import UserError
+from rlbench_cli.training.run import RunContext
+
+
+def sft_batching(recipe: Recipe, n_rows: int, num_processes: int = 1) -> dict[str, int]:
+    """Examples per optimizer step, gradient accumulation and the number of optimizer steps (pure)."""
+    o = recipe.optim
+    per_step = o.mini_batch_prompts or recipe.rollout.prompts_per_batch
+    if per_step % (o.micro_batch_size * num_processes):
+        raise UserError(
+            f"examples per optimizer step ({per_step}) is not divisible by micro_batch_size × processes "
+            f"({o.micro_batch_size} × {num_processes})", where="optim.micro_batch_size",
+            fix="change optim.micro_batch_size or optim.mini_batch_prompts",
+        )
+    max_steps = o.max_steps or max(1, math.floor(n_rows * o.epochs / per_step))
+    return {"examples_per_step": per_step,
+            "gradient_accumulation_steps": per_step // (o.micro_batch_size * num_processes),
+            "max_steps": max_steps}
+
+
+def build_sft_dataset(rows: list[dict[str, str]], recipe: Recipe, tokenizer: Any):
+    """A prompt-completion datasets.Dataset (columns `prompt`, `completion`) in row order."""
+    from datasets import Dataset
+
+    from rlbench_cli.training.data import build_prompt_dataset
+
+    prompts = build_prompt_dataset(rows, recipe, tokenizer)["prompt"]
+    return Dataset.from_list([
+        {"prompt": p, "completion": " " + r["solution"].lstrip()} for p, r in zip(prompts, rows, strict=True)
+    ])
+
+
+def sft_config(recipe: Recipe, run: RunContext, batching: dict[str, int]):
+    """Translate a recipe into TRL's SFTConfig."""
+    import torch
+    from trl import SFTConfig
+
+    opt = recipe.optim
+    on_cpu = not torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(run.checkpoint_dir),
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        use_cpu=on_cpu,
+        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
+        fp16=not on_cpu and recipe.model.dtype == "float16",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
+        save_strategy="steps" if recipe.output.checkpoint_every else "no",
+        save_steps=recipe.output.checkpoint_every or 500,
+        save_total_limit=recipe.output.keep_checkpoints,
+        max_steps=batching["max_steps"],
+        learning_rate=opt.lr,
+        weight_decay=opt.weight_decay,
+        lr_scheduler_type=opt.lr_scheduler,
+        warmup_steps=opt.warmup_steps,
+        max_grad_norm=opt.max_grad_norm,
+        per_device_train_batch_size=opt.micro_batch_size,
+        gradient_accumulation_steps=batching["gradient_accumulation_steps"],
+        completion_only_loss=True,
+        max_length=None,
+        packing=False,
+        shuffle_dataset=recipe.data.shuffle,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
+    )
+
+
+def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
+              resume: bool = False) -> Path:
+    from accelerate import PartialState
+    from trl import SFTTrainer
+
+    from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+    from rlbench_cli.training.rl import _last_checkpoint, _truncate_metrics, load_policy, peft_config, save_final_model
+
+    model, tokenizer = load_policy(model_path, recipe)
+    dataset = build_sft_dataset(rows, recipe, tokenizer)
+    num_processes = PartialState().num_processes
+    batching = sft_batching(recipe, len(rows), num_processes)
+    # The Trainer seeds at construction; nothing random may run between here and train().
+    trainer = SFTTrainer(model=model, args=sft_config(recipe, run, batching), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=peft_config(recipe))
+    per_step = batching["examples_per_step"]
+    with RichProgress(console, batching["max_steps"], f"sft {run.dir.name}") as progress:
+        trainer.add_callback(MetricsCallback(
+            run.metrics_path, lambda: {"samples": trainer.state.global_step * per_step}, progress))
+        checkpoint = _last_checkpoint(run) if resume else None
+        if resume:
+            _truncate_metrics(run, checkpoint)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return save_final_model(trainer, tokenizer, run, model_path)
