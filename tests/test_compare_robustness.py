@@ -73,8 +73,9 @@ def test_bad_run_folder_is_skipped_with_one_warning(tmp_path: Path, breaker, exp
         ),
         (
             json.dumps({"benchmark": "minerva_math", "status": "completed", "metrics": {}}),
-            "no numeric metrics",
+            "no finite numeric metrics",
         ),
+        (json.dumps({"benchmark": "minerva_math", "metrics": {"mean@k": float("nan")}}), "no finite numeric"),
         (
             json.dumps({"benchmark": "minerva_math", "metrics": {"mean@k": 0.5}, "per_problem": "x"}),
             "per_problem",
@@ -220,3 +221,14 @@ def test_single_run_folder_as_results_dir(tmp_path: Path) -> None:
     root = standard_results(tmp_path / "r")
     res = compare(root / "tiny-raft-s0")
     assert labels(res) == ["RAFT"]
+
+
+def test_two_eval_folders_for_one_benchmark_warn(tmp_path: Path) -> None:
+    root = standard_results(tmp_path / "r")
+    src = root / "tiny-raft-s0" / "eval" / "math500"
+    dup = root / "tiny-raft-s0" / "eval" / "math500-again"
+    dup.mkdir()
+    (dup / "summary.json").write_text((src / "summary.json").read_text())
+    res = compare(root)
+    hits = [w for w in res["warnings"] if "already read from eval/math500" in w]
+    assert len(hits) == 1 and "math500-again" in hits[0]

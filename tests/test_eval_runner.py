@@ -1,4 +1,4 @@
-"""The eval runner: target resolution, prompt templates, resume, batch-size invariance, sharding, summary schema.
+"""The eval runner: target resolution, prompt templates, resume, batch-size invariance, shards, schema.
 
 Runs the tiny random model on a few testbed problems (junk but deterministic generations), grading in-process.
 """
@@ -32,12 +32,13 @@ BENCH = "testbed_easy"
 SETTINGS = {"benchmarks": [BENCH], "k": 3, "max_new_tokens": 6, "limit": 4, "grader_workers": 0, "seed": 5,
             "temperature": 1.0, "top_p": 1.0}
 
-SUMMARY_KEYS = {"benchmark", "display_name", "status", "model", "run", "settings", "data", "grader", "metrics",
-                "per_problem", "timings"}
+SUMMARY_KEYS = {"benchmark", "display_name", "status", "model", "run", "settings", "data", "grader",
+                "metrics", "per_problem", "timings"}
 NESTED_KEYS = {
     "model": {"path", "sha256"},
     "run": {"name", "label", "recipe_name", "seed"},
-    "settings": {"k", "temperature", "top_p", "max_new_tokens", "prompt_template", "backend", "seed", "batch_size"},
+    "settings": {"k", "temperature", "top_p", "max_new_tokens", "prompt_template", "backend", "seed",
+                 "batch_size"},
     "data": {"source", "sha256", "n_problems"},
     "grader": {"version", "timeouts", "timeout_s"},
     "timings": {"generation_s", "grading_s", "tokens_per_s", "total_s"},
@@ -98,6 +99,7 @@ def test_summary_schema_and_junk_grading(reference, tiny_random_model_dir) -> No
     assert manifest["model"] == str(tiny_random_model_dir)
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_samples(reference, tiny_random_model_dir, tmp_path) -> None:
     out_ref, summary_ref = reference  # batch 4
     texts = {}
@@ -147,7 +149,7 @@ def test_resume_after_interruption_regenerates_nothing(reference, tiny_random_mo
     assert (out / "samples.jsonl").read_text() == (out_ref / "samples.jsonl").read_text()
     # A third run finds everything done and generates nothing (the model is not even loaded).
     calls.clear()
-    monkeypatch.setattr(runner, "make_backend", lambda *a, **k: pytest.fail("backend loaded on a finished eval"))
+    monkeypatch.setattr(runner, "make_backend", lambda *a, **k: pytest.fail("model loaded again"))
     again = _eval(tiny_random_model_dir, tmp_path, batch_size=3)[BENCH]
     assert calls == [] and _comparable(again) == _comparable(summary_ref)
 
@@ -191,12 +193,14 @@ def test_samples_without_settings_are_refused(reference, tiny_random_model_dir, 
 
 # ---------------------------------------------------------------- shards
 
+@pytest.mark.slow
 def test_sharded_then_merged_equals_unsharded(reference, tiny_random_model_dir, tmp_path) -> None:
     _, summary_ref = reference
     out = _out(tmp_path, tiny_random_model_dir)
     r0 = _eval(tiny_random_model_dir, tmp_path, batch_size=5, shard=(0, 3))[BENCH]
     assert r0["status"] == "shard" and not (out / "summary.json").exists()
-    assert {r["problem_id"] for r in read_jsonl(out / "samples.shard-0-of-3.jsonl")} == {"easy-0000", "easy-0003"}
+    shard0 = read_jsonl(out / "samples.shard-0-of-3.jsonl")
+    assert {r["problem_id"] for r in shard0} == {"easy-0000", "easy-0003"}
     with pytest.raises(UserError, match="missing"):
         _eval(tiny_random_model_dir, tmp_path, merge=True)
     _eval(tiny_random_model_dir, tmp_path, batch_size=5, shard=(1, 3))
@@ -268,7 +272,8 @@ def test_target_run_without_model(tiny_random_model_dir, tmp_path) -> None:
 
 def test_run_target_eval_goes_into_run_folder(tiny_random_model_dir, tmp_path) -> None:
     run = _fake_run(tmp_path, "sft-s0", tiny_random_model_dir, template="plain")
-    summary = run_eval(str(run), results_dir=tmp_path, console=quiet(), **(SETTINGS | {"k": 1, "limit": 2}))[BENCH]
+    kw = SETTINGS | {"k": 1, "limit": 2}
+    summary = run_eval(str(run), results_dir=tmp_path, console=quiet(), **kw)[BENCH]
     assert (run / "eval" / BENCH / "summary.json").is_file()
     assert summary["settings"]["prompt_template"] == "plain"  # from the run's recipe
     assert summary["run"] == {"name": "sft-s0", "label": "SFT-S0", "recipe_name": "rec", "seed": 3}
@@ -296,9 +301,10 @@ def test_prompt_template_precedence(tmp_path, explicit, recipe, model_json, chat
     assert resolve_prompt_template(explicit, target, tok) == expected
 
 
-@pytest.mark.parametrize(("explicit", "chat", "match"), [("fancy", True, "unknown"), ("paper", False, "chat")])
+@pytest.mark.parametrize(("explicit", "chat", "match"),
+                         [("fancy", True, "unknown"), ("paper", False, "chat")])
 def test_prompt_template_errors(tmp_path, explicit, chat, match) -> None:
-    target = Target(kind="base", model_path=tmp_path, model_ref="m", model_sha256="x", root=tmp_path, name="b",
-                    label="Base", recipe_name="b")
+    target = Target(kind="base", model_path=tmp_path, model_ref="m", model_sha256="x", root=tmp_path,
+                    name="b", label="Base", recipe_name="b")
     with pytest.raises(UserError, match=match):
         resolve_prompt_template(explicit, target, SimpleNamespace(chat_template="{{x}}" if chat else None))

@@ -1,4 +1,4 @@
-"""Generation backends: per-sample seeding, batch invariance, exactness of the Gumbel-max sampler, vLLM wiring."""
+"""Generation backends: per-sample seeds, batch invariance, exactness of Gumbel-max sampling, vLLM wiring."""
 
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def test_temperature_zero_is_greedy(backend: HFBackend, sharp_model) -> None:
 
 def test_restores_training_mode(backend: HFBackend, sharp_model) -> None:
     sharp_model.train()
-    generate_with_model(sharp_model, backend.tokenizer, ["hi"], [0], temperature=1.0, top_p=1.0, max_new_tokens=2)
+    generate_with_model(sharp_model, backend.tokenizer, ["hi"], [0], temperature=1.0, top_p=1.0,
+                        max_new_tokens=2)
     assert sharp_model.training
     sharp_model.eval()
 
@@ -158,6 +159,7 @@ def _chisquare_p(counts, probs) -> float:
     return float(chisquare(obs_c, exp_c * obs_c.sum() / exp_c.sum()).pvalue)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.5])
 def test_one_step_sample_matches_softmax(backend: HFBackend, sharp_model, temperature: float) -> None:
     import torch

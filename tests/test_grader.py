@@ -326,6 +326,7 @@ def test_real_golds_altered_are_wrong() -> None:
             plus_one = f"\\boxed{{{gold}+1}}"
             appended.append(GradeItem(plus_one, gold, it.multiple_answer, it.tolerance, it.unit))
     assert len(altered) > 1000 and len(appended) > 700
+    altered = altered[::2]  # symbolic golds cost up to ~3 s each in Math-Verify; half is still a large sample
     with Grader(workers=2, timeout_s=10) as g:
         v_alt = g.grade_many(altered)
         v_app = g.grade_many(appended)

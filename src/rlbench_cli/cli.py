@@ -125,7 +125,8 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
 
 @app.command("eval")
 def eval_cmd(
-    target: Annotated[str | None, typer.Argument(help="Run folder, model folder or hub id (default: latest run).")] = None,
+    target: Annotated[str | None, typer.Argument(
+        help="Run folder, model folder, hub id, or 'testbed' (default: the latest completed run).")] = None,
     model: Annotated[str | None, typer.Option(help="Model folder or hub id (same as TARGET).")] = None,
     benchmarks: Annotated[str | None, typer.Option(help="Comma-separated benchmarks (default: the recipe's or "
                                                         "math500,minerva_math,olympiadbench).")] = None,
@@ -154,6 +155,10 @@ def eval_cmd(
     if target and model:
         raise UserError("give the model either as TARGET or with --model, not both", where="command line")
     chosen = model or target
+    if chosen == "testbed":  # the locally built tiny base model (built on first use)
+        from rlbench_cli.testbed.model import build_base_model
+
+        chosen = str(build_base_model(progress=True))
     bench_list = _split_csv(benchmarks) or _default_benchmarks(chosen, results)
     shard_t = None
     if shard:
@@ -217,16 +222,19 @@ def compare(
     reference: Annotated[str | None, typer.Option(help="Add published rows: minimal-rl.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write training-curve and bar-chart PNGs here.")] = None,
     extra: Annotated[str | None, typer.Option(help="Extra columns: pass@k,maj@k,entropy,wall_time,gen_tokens.")] = None,
+    metric: Annotated[str, typer.Option(help="Cell metric: mean@k, pass@k, maj@k or pass@1.")] = "mean@k",
 ) -> None:
     """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
     from rlbench_cli.compare import run_compare
 
     if fmt not in ("rich", "markdown", "latex", "csv", "json"):
         raise UserError(f"unknown format {fmt!r}", where="--format", fix="use rich, markdown, latex, csv or json")
+    if metric not in ("mean@k", "pass@k", "maj@k", "pass@1"):
+        raise UserError(f"unknown metric {metric!r}", where="--metric", fix="use mean@k, pass@k, maj@k or pass@1")
     if not results_dir.is_dir():
         raise UserError("results folder not found", where=str(results_dir), fix="train and eval a run first")
     run_compare(results_dir, fmt=fmt, output=output, baseline=baseline, reference=reference, plots_dir=plots,
-                extra_columns=_split_csv(extra), console=console)
+                extra_columns=_split_csv(extra), metric=metric, console=console)
 
 
 # ---------------------------------------------------------------------------------------------------------- grade
@@ -343,7 +351,12 @@ def main() -> None:
     import click
 
     try:
-        app(standalone_mode=False)
+        # Non-standalone typer turns Ctrl-C into a returned exit code (130) instead of raising: pass it on.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130:
+                err_console.print("interrupted")
+            sys.exit(code)
     except UserError as e:
         from rich.markup import escape
 

@@ -22,7 +22,8 @@ TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
 PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
 
 
-# Guards for untrusted recipe text: YAML aliases can expand a small file into billions of nodes ("billion laughs").
+# Guards for untrusted recipe text: YAML aliases can expand a small file into billions of nodes
+# ("billion laughs").
 MAX_RECIPE_BYTES = 1 << 20
 MAX_YAML_NODES = 100_000
 
@@ -193,14 +194,14 @@ class EvalConfig(Section):
 class OutputConfig(Section):
     dir: str = Field("results", description="Folder that holds run folders.")
     run_name: str | None = Field(
-        None, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
+        None, min_length=1, pattern=r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$",
         description="Run folder name (letters, digits, _ . -). Default: '<name>-s<seed>'.",
     )
     save_model: bool = Field(True, description="Save the final model in Hugging Face format.")
     checkpoint_every: int = Field(
         0, ge=0,
-        description="Save a resumable checkpoint every N optimizer steps (0 = off); a multiple of the optimizer "
-        "steps per rollout, so a checkpoint never splits a rollout.",
+        description="Save a resumable checkpoint every N optimizer steps (0 = off); a multiple of the "
+        "optimizer steps per rollout, so a checkpoint never splits a rollout.",
     )
     keep_checkpoints: int = Field(1, ge=1, description="Checkpoints kept on disk.")
 
@@ -237,8 +238,8 @@ class Recipe(Section):
             )
         every, per_rollout = self.output.checkpoint_every, self.rollout.prompts_per_batch // mini
         if every and every % per_rollout:
-            # TRL buffers a rollout's generations in memory; a checkpoint inside a rollout loses the rest of it
-            # and a resumed run would no longer match an uninterrupted one.
+            # TRL buffers a rollout's generations in memory; a checkpoint inside a rollout loses the rest of
+            # it and a resumed run would no longer match an uninterrupted one.
             up = (every // per_rollout + 1) * per_rollout
             raise ValueError(
                 f"output.checkpoint_every ({every}) must be a multiple of the optimizer steps per rollout "
@@ -309,7 +310,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     """Nodes the YAML graph expands to once aliases are copied (memoised: aliases share composed nodes)."""
     key = id(node)
     if key not in memo:
-        memo[key] = 0  # a recursive alias cannot loop forever here; the constructor rejects or keeps it shared
+        memo[key] = 0  # guards against a self-referencing alias looping forever
         if isinstance(node, yaml.SequenceNode):
             size = 1 + sum(_expanded_size(child, memo) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
@@ -320,15 +321,19 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[key]
 
 
+class YamlSyntaxError(UserError):
+    """The text is not YAML at all (as opposed to YAML that is unsafe or too big)."""
+
+
 def safe_yaml_load(text: str, where: str) -> Any:
-    """yaml.safe_load with guards: no Python tags, no alias bombs, no runaway nesting. Errors are UserErrors."""
+    """yaml.safe_load guarded against Python tags, alias bombs and runaway nesting; errors are UserErrors."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
             return None
         if _expanded_size(node, {}) > MAX_YAML_NODES:
             raise UserError(
-                f"YAML expands to more than {MAX_YAML_NODES} values (anchors/aliases used as a 'billion laughs'?)",
+                f"YAML expands to more than {MAX_YAML_NODES} values (anchors/aliases repeated too deeply)",
                 where=where, fix="write the recipe without deeply repeated aliases",
             )
         return yaml.safe_load(text)
@@ -343,7 +348,8 @@ def safe_yaml_load(text: str, where: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
         problem = getattr(e, "problem", None) or (str(e).splitlines() or ["invalid YAML"])[0]
-        raise UserError(f"YAML syntax error: {problem}", where=loc, fix="correct the YAML at that line") from None
+        raise YamlSyntaxError(f"YAML syntax error: {problem}", where=loc,
+                              fix="correct the YAML at that line") from None
     except RecursionError:
         raise UserError("YAML nested too deeply", where=where, fix="flatten the recipe") from None
 
@@ -367,7 +373,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         hint = " (looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise UserError(f"not UTF-8 text{hint} (byte {e.start})", where=where, fix="save the recipe as UTF-8") from None
+        raise UserError(f"not UTF-8 text{hint} (byte {e.start})", where=where,
+                        fix="save the recipe as UTF-8") from None
     if "\x00" in text:
         raise UserError("contains NUL bytes; not a YAML text file", where=where, fix="pass a YAML recipe") from None
     data = safe_yaml_load(text, where)
@@ -390,9 +397,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise UserError(f"override key {key!r} is malformed", where="command line", fix="write e.g. optim.lr=1e-5")
     try:
         value = safe_yaml_load(raw, where=f"override {item!r}") if raw.strip() else None
-    except UserError as e:
-        if "expands to more than" in str(e) or "nested too deeply" in str(e) or "unsupported YAML tag" in str(e):
-            raise
+    except YamlSyntaxError:
         value = raw  # not YAML (e.g. an unquoted string with a colon): keep the text
     return parts, value
 

@@ -115,7 +115,7 @@ def run_compare(
         table = render_rich_table(comp)
         out_console.print(table)
         if output is not None:
-            rec = Console(record=True, width=200, file=open_null())
+            rec = Console(record=True, width=200, file=_null_file())
             rec.print(table)
             atomic_write_text(output, rec.export_text())
     elif output is not None:
@@ -131,7 +131,7 @@ def run_compare(
     return result
 
 
-def open_null() -> Any:
+def _null_file() -> Any:
     """A sink for the recording console (it must not print twice)."""
     import io
 

@@ -11,6 +11,7 @@ drops that one benchmark of the run (its cell shows "–").
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,9 @@ def load_eval(path: Path, metric: str) -> tuple[EvalResult | None, str | None]:
     if status != "completed":
         return None, f"eval status is {status!r}, not 'completed'"
     metrics = summary.get("metrics")
-    if not isinstance(metrics, dict) or not isinstance(metrics.get(metric), int | float):
-        return None, f"summary.json has no numeric metrics[{metric!r}]"
+    value = metrics.get(metric) if isinstance(metrics, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return None, f"summary.json has no finite numeric metrics[{metric!r}]"
     per_problem = summary.get("per_problem") or []
     if not isinstance(per_problem, list) or not all(isinstance(p, dict) for p in per_problem):
         return None, "summary.json per_problem is not a list of objects"
@@ -167,6 +169,12 @@ def load_run(run_dir: Path, metric: str, warnings: list[str]) -> Run | None:
             result, why = load_eval(bench_dir / "summary.json", metric)
             if result is None:
                 warnings.append(f"{run_dir.name}: ignored eval/{bench_dir.name}: {why}")
+            elif result.benchmark in run.evals:
+                kept = run.evals[result.benchmark].path.parent.name
+                warnings.append(
+                    f"{run_dir.name}: ignored eval/{bench_dir.name}: benchmark {result.benchmark!r} "
+                    f"already read from eval/{kept}"
+                )
             else:
                 run.evals[result.benchmark] = result
     metrics_path = run_dir / "metrics.jsonl"

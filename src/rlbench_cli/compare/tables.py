@@ -435,7 +435,7 @@ def _run_significance(comp: Comparison, baseline: Row) -> None:
                     f"{row.label} vs {baseline.label} on {col.header}: only {n_common} of "
                     f"{largest} problems are shared; the test uses those"
                 )
-            row.cells[col.key].test = paired_bootstrap([mat_a], [mat_b], n_boot=N_BOOT, seed=0)
+            row.cells[col.key].test = paired_bootstrap([mat_a], [mat_b], keys=[bench], n_boot=N_BOOT)
         if AVERAGE not in row.cells or AVERAGE not in baseline.cells:
             continue
         runs_a = [r for r in row.runs if all(b in r.evals for b in benchmarks)]
@@ -455,7 +455,7 @@ def _run_significance(comp: Comparison, baseline: Row) -> None:
             arms_a.append(got[0])
             arms_b.append(got[1])
         if len(arms_a) == len(benchmarks):
-            row.cells[AVERAGE].test = paired_bootstrap(arms_a, arms_b, n_boot=N_BOOT, seed=0)
+            row.cells[AVERAGE].test = paired_bootstrap(arms_a, arms_b, keys=benchmarks, n_boot=N_BOOT)
 
 
 def _add_reference(comp: Comparison, name: str) -> None:

@@ -1,14 +1,14 @@
-"""Multi-process launch through accelerate (optionally DeepSpeed ZeRO-2/3), vLLM seeding, and checks against the paper.
+"""Multi-process launch through accelerate (optionally DeepSpeed ZeRO-2/3), vLLM seeds, paper checks.
 
-`rlbench train RECIPE --launcher accelerate --num-processes N [--deepspeed zero2|zero3]` re-runs `rlbench train`
-under `accelerate launch` with a config shipped in rlbench_cli/configs/:
+`rlbench train RECIPE --launcher accelerate --num-processes N [--deepspeed zero2|zero3]` re-runs
+`rlbench train` under `accelerate launch` with a config shipped in rlbench_cli/configs/:
 - GPU, no DeepSpeed: accelerate_multi_gpu.yaml (DDP);
 - GPU, DeepSpeed: deepspeed_zero{2,3}.yaml plus ds_zero{2,3}.json (passed as --deepspeed_config_file);
-- CPU: accelerate's `--cpu` flag only starts one process (multi-CPU needs mpirun), so rlbench uses the torchrun
+- CPU: accelerate's `--cpu` starts only one process (multi-CPU needs mpirun), so rlbench uses the torchrun
   launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=true in the environment, which gives gloo on CPU.
 
-vLLM: in colocate mode TRL 1.16 seeds each vLLM engine with `process_index // tensor_parallel_size`, ignoring the
-run seed (REFERENCE.md §4). `vllm_seed_override` re-derives that seed from the recipe seed (see `vllm_seed`).
+vLLM: in colocate mode TRL 1.16 seeds each vLLM engine with `process_index // tensor_parallel_size`, ignoring
+the run seed (REFERENCE.md §4). `vllm_seed_override` derives it from the recipe seed instead (`vllm_seed`).
 This module only imports torch / trl inside functions: `rlbench train --dry-run` stays light.
 """
 
@@ -36,7 +36,8 @@ def config_files(deepspeed: str | None) -> tuple[Path, Path | None]:
     if deepspeed is None:
         return CONFIGS / "accelerate_multi_gpu.yaml", None
     if deepspeed not in DEEPSPEED_STAGES:
-        raise UserError(f"unknown DeepSpeed stage {deepspeed!r}", where="--deepspeed", fix="use zero2 or zero3")
+        raise UserError(f"unknown DeepSpeed stage {deepspeed!r}", where="--deepspeed",
+                        fix="use zero2 or zero3")
     return CONFIGS / f"deepspeed_{deepspeed}.yaml", CONFIGS / f"ds_{deepspeed}.json"
 
 
@@ -62,7 +63,7 @@ def launch_command(recipe_path: Path, overrides: list[str], *, num_processes: in
         cmd = ["env", "ACCELERATE_USE_CPU=true", sys.executable, "-m", "accelerate.commands.launch",
                "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
-        # DeepSpeed commands are always the GPU command (--dry-run prints it anywhere; run_launch checks CUDA).
+        # DeepSpeed commands are always the GPU command (--dry-run prints it; run_launch checks for CUDA).
         yaml_file, ds_json = config_files(deepspeed)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(yaml_file)]
         if ds_json is not None:
@@ -103,14 +104,14 @@ def run_launch(cmd: list[str]) -> None:
                         fix="see the run folder's train.log")
 
 
-# ---------------------------------------------------------------------------------------------------- vLLM seeds
+# ----------------------------------------------------------------------------------------------- vLLM seeds
 
 
 def vllm_seed(recipe_seed: int, group_index: int) -> int:
-    """Seed of the vLLM engine of tensor-parallel group `group_index` (= process_index // tensor_parallel_size).
+    """Seed of the vLLM engine of tensor-parallel group `group_index` (process_index // tensor_parallel_size).
 
-    Ranks of one TP group must share a seed (they sample together), different groups must differ (else they draw
-    the same noise), and the seed must change with the recipe seed (TRL's own choice, the group index, does not).
+    Ranks of one TP group must share a seed (they sample together), different groups must differ (else they
+    draw the same noise), and the seed must follow the recipe seed (TRL's choice, the group index, does not).
     A hash keeps (seed, group) pairs apart and the value inside vLLM's 31-bit range.
     """
     if recipe_seed < 0 or group_index < 0:
@@ -121,10 +122,11 @@ def vllm_seed(recipe_seed: int, group_index: int) -> int:
 
 @contextlib.contextmanager
 def vllm_seed_override(recipe_seed: int, enabled: bool = True) -> Iterator[None]:
-    """While active, TRL's colocated `LLM(seed=group_index, ...)` receives `vllm_seed(recipe_seed, group_index)`.
+    """While active, TRL's colocated `LLM(seed=group_index, ...)` gets `vllm_seed(recipe_seed, group_index)`.
 
-    TRL 1.16 builds the engine in `trl.generation.vllm_generation.VLLMGeneration._init_vllm` through the module
-    global `LLM`; wrap the trainer's construction in this context. tests/test_launch.py fails if TRL changes that.
+    TRL 1.16 builds the engine in `trl.generation.vllm_generation.VLLMGeneration._init_vllm` through the
+    module global `LLM`; wrap the trainer's construction in this context. tests/test_launch.py fails if TRL
+    changes that.
     """
     if not enabled:
         yield
@@ -151,14 +153,14 @@ def _seeded_llm(llm_cls: Callable[..., Any], recipe_seed: int) -> Callable[..., 
 
 
 def vllm_server_command(recipe: Any) -> str:
-    """The vLLM server command for `rollout.vllm_mode: server` (the server, not the trainer, owns the seed)."""
+    """The vLLM server command for `rollout.vllm_mode: server` (the server owns the sampling seed)."""
     model = recipe.model.path
     max_len = (recipe.rollout.max_prompt_tokens or 1024) + recipe.rollout.max_new_tokens
     return (f"CUDA_VISIBLE_DEVICES=<spare GPU> trl vllm-serve --model {shlex.quote(model)} "
             f"--max_model_len {max_len} --seed {recipe.seed}")
 
 
-# ---------------------------------------------------------------------------------------------- paper settings
+# ------------------------------------------------------------------------------------------- paper settings
 
 PAPER = "paper §4"
 SCRIPTS = "public scripts"
@@ -234,26 +236,28 @@ def reference_departures(recipe: Any) -> list[str]:
             shown = " or ".join(str(a) for a in accepted)
             notes.append(f"{dotted} = {value} (reference: {shown}; {source})")
     if algo in PAPER_RL and recipe.reward.incorrect == 0.0 and recipe.reward.correct == 1.0:
-        notes.append("note: reward {0, 1} as in the public code (the paper states {-1, 1}); with {0, 1} Reinforce "
-                     "and Reinforce-Rej never push wrong answers down")
+        notes.append("note: reward {0, 1} as in the public code (the paper states {-1, 1}); with {0, 1} "
+                     "Reinforce and Reinforce-Rej never push wrong answers down")
     if algo in ("raft", "raft_pp") and recipe.steps_per_rollout == 1:
         mini = recipe.optim.mini_batch_prompts or recipe.rollout.prompts_per_batch
-        notes.append(f"one optimizer step per rollout (mini_batch_prompts = {mini}): RAFT and RAFT++ are then "
-                     "identical; the paper takes 2-4 off-policy steps per rollout")
+        notes.append(f"one optimizer step per rollout (mini_batch_prompts = {mini}): RAFT and RAFT++ are "
+                     "then identical; the paper takes 2-4 off-policy steps per rollout")
     if algo == "reinforce_rej":
         mode = recipe.algorithm.filter_mode
-        notes.append(f"note: algorithm.filter_mode = {mode} ("
-                     + ("public code: all-equal groups get zero advantage but stay in the token-mean denominator"
-                        if mode == "zero" else "paper text: all-equal groups are removed from the batch") + ")")
+        how = ("public code: all-equal groups get zero advantage but stay in the token-mean denominator"
+               if mode == "zero" else "paper text: all-equal groups are removed from the batch")
+        notes.append(f"note: algorithm.filter_mode = {mode} ({how})")
     if algo in PAPER_RL and recipe.rollout.max_prompt_tokens not in (None, 1024):
         notes.append(f"rollout.max_prompt_tokens = {recipe.rollout.max_prompt_tokens} (public scripts: 1024)")
     if recipe.model.lora.enabled:
         notes.append(f"model.lora.enabled (rank {recipe.model.lora.r}): the paper trains all weights")
     if recipe.data.prompt_template != "paper":
-        notes.append(f"data.prompt_template = {recipe.data.prompt_template} (paper: chat template + paper prompt)")
+        notes.append(f"data.prompt_template = {recipe.data.prompt_template} "
+                     "(paper: chat template + the paper's prompt)")
     missing = [b for b in ("math500", "minerva_math", "olympiadbench") if b not in recipe.eval.benchmarks]
     if missing:
-        notes.append(f"eval.benchmarks lacks {', '.join(missing)} (paper: math500, minerva_math, olympiadbench)")
+        notes.append(f"eval.benchmarks lacks {', '.join(missing)} "
+                     "(paper: math500, minerva_math, olympiadbench)")
     notes += vllm_notes(recipe)
     return notes
 
@@ -264,8 +268,8 @@ def vllm_notes(recipe: Any) -> list[str]:
     if not ro.use_vllm:
         return []
     if ro.vllm_mode == "colocate":
-        return [f"note: vLLM colocate: TRL seeds each engine with its process index; rlbench overrides it with "
-                f"vllm_seed(seed={recipe.seed}, group) so the seed follows the recipe. vLLM sampling is not "
-                "batch-invariant, so GPU runs repeat statistically, not bit for bit"]
+        return [f"note: vLLM colocate: TRL seeds each engine with its process index; rlbench overrides it "
+                f"with vllm_seed(seed={recipe.seed}, group) so the seed follows the recipe. vLLM sampling is "
+                "not batch-invariant, so GPU runs repeat statistically, not bit for bit"]
     return ["note: vLLM server mode: the server owns the sampling seed; start it with the recipe seed: "
             + vllm_server_command(recipe)]

@@ -3,15 +3,15 @@
 TRL 1.16 ships no PPO (REFERENCE.md §4), so `PPOTrainer` extends rlbench's `RLBenchGRPOTrainer`: TRL still
 does generation, reward calls (the grader), batching, off-policy buffering, logging and checkpoints. On top:
 - a critic (`ValueModel`: the initial policy's backbone plus a scalar head) with its own AdamW optimizer
-  (`algorithm.critic_lr`, the recipe's weight decay and grad clipping), prepared with the trainer's accelerator
-  and updated on the same micro-/mini-batches as the policy (gradient accumulation included);
+  (`algorithm.critic_lr`, the recipe's weight decay and grad clipping), prepared with the trainer's
+  accelerator and updated on the same micro-/mini-batches as the policy (gradient accumulation included);
 - after each rollout: old values of the completion tokens, the sequence reward at the last valid token, GAE
   advantages and returns (`losses.gae`, `algorithm.gamma` / `algorithm.lam`, advantages whitened over the
   whole batch as verl) put into the batch as per-token (B, T) tensors;
 - the policy loss is the parent's (PPO clip with the recipe's clip / dual clip; KL only logged unless
-  kl_coef > 0); the critic's clipped value loss (`losses.value_loss`, `algorithm.value_clip`) is backpropagated
-  per micro-batch and stepped when the policy steps; the first `algorithm.critic_warmup_steps` optimizer steps
-  train the critic only;
+  kl_coef > 0); the critic's clipped value loss (`losses.value_loss`, `algorithm.value_clip`) is
+  backpropagated per micro-batch and stepped when the policy steps; the first
+  `algorithm.critic_warmup_steps` optimizer steps train the critic only;
 - critic weights and optimizer state are saved in every TRL checkpoint and restored on `--resume`.
 n = 1: TRL's GRPOConfig rejects num_generations < 2 (it only guards group-relative advantages); `PPOConfig`
 validates with a stand-in group size and restores 1, which TRL's sampler and reward code support.
@@ -133,8 +133,8 @@ class PPOConfig(GRPOConfig):
     """GRPOConfig that accepts num_generations == 1.
 
     GRPOConfig.__post_init__ rejects fewer than 2 generations because group-relative advantages need a group;
-    PPO's baseline is the critic. Validation runs with a stand-in group size (the local generation batch, which
-    divides the global one), then 1 is restored; TRL's RepeatSampler and reward code handle groups of one.
+    PPO's baseline is the critic. Validation runs with a stand-in group size (the local generation batch,
+    which divides the global one), then 1 is restored; TRL's RepeatSampler and reward code handle groups of 1.
     """
 
     def __post_init__(self) -> None:
@@ -328,8 +328,9 @@ def check_ppo_recipe(recipe: Recipe) -> None:
                         fix="set algorithm.dynamic_sampling=false")
 
 
-def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
-              resume: bool = False) -> Path:
+def build_ppo_trainer(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]],
+                      model_path: str) -> tuple[PPOTrainer, Any, Any, int]:
+    """(trainer, tokenizer, reward_fn, max_steps) for a PPO recipe; the caller closes reward_fn."""
     from accelerate import PartialState
 
     from rlbench_cli.training.data import build_prompt_dataset
@@ -349,6 +350,19 @@ def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
             processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
             rb_recipe=recipe, critic=critic,
         )
+    except BaseException:
+        if hasattr(reward_fn, "close"):
+            reward_fn.close()
+        raise
+    return trainer, tokenizer, reward_fn, max_steps
+
+
+def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
+              resume: bool = False) -> Path:
+    """Train PPO into `run` (metrics.jsonl, checkpoints, model/); same contract as `rl.train_rl`."""
+    trainer, tokenizer, reward_fn, max_steps = build_ppo_trainer(recipe, run, console, rows=rows,
+                                                                 model_path=model_path)
+    try:
         with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
             trainer.add_callback(PPOMetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress))
             checkpoint = _last_checkpoint(run) if resume else None
@@ -361,5 +375,5 @@ def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
             reward_fn.close()
 
 
-__all__ = ["PPOConfig", "PPOTrainer", "ValueModel", "load_critic", "ppo_config", "token_level_rewards",
-           "train_ppo", "whiten_global"]
+__all__ = ["PPOConfig", "PPOTrainer", "ValueModel", "build_ppo_trainer", "load_critic", "ppo_config",
+           "token_level_rewards", "train_ppo", "whiten_global"]

@@ -338,22 +338,35 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
 
     model, tokenizer = load_policy(model_path, recipe)
     dataset = build_prompt_dataset(rows, recipe, tokenizer)
-    from accelerate import PartialState
+    import os
 
-    num_processes = PartialState().num_processes
+    # WORLD_SIZE (set by accelerate/torchrun/deepspeed), not PartialState(): on CPU a bare PartialState()
+    # ignores ACCELERATE_USE_CPU, reports 1 process and would double the per-process batch (test_launch.py).
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
     max_steps = plan(recipe, num_processes, n_prompts=len(rows))["max_steps"]
     reward_fn = make_reward_fn(recipe, console)
     try:
+        from rlbench_cli.training.launch import vllm_seed_override
+
         # The Trainer seeds at construction; nothing random may run between here and train().
-        trainer = RLBenchGRPOTrainer(
-            model=model, args=grpo_config(recipe, run, max_steps, num_processes), train_dataset=dataset,
-            processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe), rb_recipe=recipe,
-        )
+        colocated = recipe.rollout.use_vllm and recipe.rollout.vllm_mode == "colocate"
+        with vllm_seed_override(recipe.seed, enabled=colocated):  # TRL would seed vLLM with the process index
+            trainer = RLBenchGRPOTrainer(
+                model=model, args=grpo_config(recipe, run, max_steps, num_processes), train_dataset=dataset,
+                processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
+                rb_recipe=recipe,
+            )
+        checkpoint = _last_checkpoint(run) if resume else None
+        kept = _truncate_metrics(run, checkpoint) if resume else []
+        _restore_rollout_counters(trainer, kept)
+        if resume:
+            log.info("resuming from %s", checkpoint or "the start (no complete checkpoint yet)")
+            if console is not None:
+                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}")
+        wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
         with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
-            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress))
-            checkpoint = _last_checkpoint(run) if resume else None
-            if resume:
-                _truncate_metrics(run, checkpoint)
+            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
+                                                 step_offset_wall=wall))
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:
@@ -361,21 +374,70 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
             reward_fn.close()
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    name = path.name
+    if not name.startswith("checkpoint-") or not name[len("checkpoint-"):].isdigit():
+        return None
+    return int(name[len("checkpoint-"):])
+
+
+def _checkpoint_complete(path: Path) -> bool:
+    """Trainer._save_checkpoint writes trainer_state.json last; without a parsable one the save was cut."""
+    import json
+
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path)
+
+
 def _last_checkpoint(run: RunContext) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint. Newer, incomplete ones (killed mid-save) are deleted so that TRL's
+    rotation and the resumed run never see them."""
+    import shutil
 
     if not run.checkpoint_dir.is_dir():
         return None
-    last = get_last_checkpoint(str(run.checkpoint_dir))
-    return Path(last) if last else None
+    found = sorted((step, p) for p in run.checkpoint_dir.iterdir()
+                   if p.is_dir() and (step := _checkpoint_step(p)) is not None)
+    best: Path | None = None
+    for _step, path in reversed(found):
+        if _checkpoint_complete(path):
+            best = path
+            break
+        log.warning("removing incomplete checkpoint %s (the run was stopped while saving it)", path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return best
 
 
-def _truncate_metrics(run: RunContext, checkpoint: Path | None) -> None:
-    """Drop metric lines written after the checkpoint we resume from, so the log matches an uninterrupted run."""
-    from rlbench_cli.records import atomic_write_text, read_jsonl
+def _truncate_metrics(run: RunContext, checkpoint: Path | None) -> list[dict[str, Any]]:
+    """Drop metric lines written after the checkpoint we resume from, so the log matches an uninterrupted run.
 
-    step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    Returns the kept rows (their last row carries the cumulative counters to restore)."""
     import json
 
-    rows = [r for r in read_jsonl(run.metrics_path) if r.get("step", 0) <= step]
+    from rlbench_cli.records import atomic_write_text, read_jsonl
+
+    step = (_checkpoint_step(checkpoint) or 0) if checkpoint else 0
+    try:
+        rows = read_jsonl(run.metrics_path)
+    except (ValueError, UnicodeDecodeError):
+        # A corrupted middle line cannot come from a crash (appends are whole lines): keep what parses.
+        rows = []
+        for line in run.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step]
     atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _restore_rollout_counters(trainer: Any, kept: list[dict[str, Any]]) -> None:
+    """Cumulative samples / generated tokens live on the trainer, not in TRL's checkpoint: restore them from
+    the last kept metrics line so a resumed run logs the same totals as an uninterrupted one."""
+    last = kept[-1] if kept else {}
+    trainer._rb_samples = int(last.get("samples") or 0)
+    trainer._rb_gen_tokens = int(last.get("gen_tokens") or 0)

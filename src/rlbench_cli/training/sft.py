@@ -79,7 +79,7 @@ def sft_config(recipe: Recipe, run: RunContext, batching: dict[str, int]):
         completion_only_loss=True,
         max_length=None,
         packing=False,
-        shuffle_dataset=recipe.data.shuffle,
+        shuffle_dataset=False,  # load_rows already shuffled with the seed; the sampler reshuffles per epoch
         dataloader_num_workers=0,
         dataset_num_proc=None,
         **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
