@@ -63,7 +63,7 @@ def test_sample_seed_distinguishes_parts(a: tuple, b: tuple) -> None:
 # ---------------------------------------------------------------- HF backend
 
 def _gen(backend: HFBackend, prompts: list[str], seeds: list[int], bs: int, **kw) -> list[Completion]:
-    kw = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 24} | kw
+    kw = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 12} | kw
     return generate_with_model(backend.model, backend.tokenizer, prompts, seeds, batch_size=bs, **kw)
 
 

@@ -20,6 +20,7 @@ from rlbench_cli.training.ppo import (
     CRITIC_WEIGHTS,
     PPO_EXTRA_KEYS,
     build_ppo_trainer,
+    check_ppo_recipe,
     load_critic,
     ppo_config,
     token_level_rewards,
@@ -88,6 +89,21 @@ def test_ppo_config_accepts_one_generation(tiny_random_model_dir: Path, tmp_path
     # Why PPOConfig exists: TRL's config still rejects a group of one. If this stops raising, drop the shim.
     with pytest.raises(ValueError, match="at least 2 generations"):
         grpo_config(recipe, run, max_steps=2)
+
+
+@pytest.mark.parametrize(
+    ("override", "where"),
+    [
+        ({"algo": {"dynamic_sampling": True}}, "algorithm.dynamic_sampling"),
+        ({"model": {"dtype": "float16"}}, "model.dtype"),
+    ],
+)
+def test_unsupported_ppo_settings_are_user_errors(override: dict, where: str, tiny_random_model_dir: Path,
+                                                  tmp_path: Path) -> None:
+    recipe = _recipe(tiny_random_model_dir, tmp_path, **override)
+    with pytest.raises(UserError) as err:
+        check_ppo_recipe(recipe)
+    assert err.value.where == where
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -215,3 +231,44 @@ def test_critic_state_round_trip_and_missing_state(tiny_random_model_dir: Path, 
         assert not _changed(saved, critic.state_dict())
     finally:
         reward_fn.close() if hasattr(reward_fn, "close") else None
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ppo_run(tiny_random_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A real 2-process `accelerate launch` (gloo): the DDP-wrapped critic, its no_sync accumulation and the
+    cross-process advantage whitening run, and the log has the same keys and rollout size as one process."""
+    import socket
+    import sys
+
+    import yaml
+    from helpers import FIXTURES
+
+    from rlbench_cli.training import launch
+    from rlbench_cli.training.run import run_training
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"problem": f"{i}+{i}=", "answer": str(2 * i)} for i in range(24)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = _ppo(tiny_random_model_dir, tmp_path / "results", algo={"critic_lr": 1e-3},
+                  data={"source": "jsonl", "path": str(data)}, optim={"micro_batch_size": 1, "max_steps": 2})
+    recipe["data"].pop("split")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    single = run_training(recipe_from_dict({**recipe, "name": "one"}, "r.yaml"), command="pytest")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(FIXTURES) + ":" + ":".join(sys.path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    launch.run_launch(launch.launch_command(Path("r.yaml"), ["name=two"], num_processes=2, deepspeed=None,
+                                            cpu=True, main_process_port=port))
+    double = tmp_path / "results" / "two-s0"
+    one_rows, two_rows = read_jsonl(single / "metrics.jsonl"), read_jsonl(double / "metrics.jsonl")
+    assert len(one_rows) == len(two_rows) == 2
+    assert [sorted(r) for r in one_rows] == [sorted(r) for r in two_rows]
+    assert one_rows[0]["samples"] == two_rows[0]["samples"] == recipe["rollout"]["prompts_per_batch"]
+    for row in two_rows:
+        assert row["value_loss"] is not None and math.isfinite(row["value_loss"])
+    assert json.loads((double / "manifest.json").read_text())["status"] == "completed"
+    assert (double / "model" / "model.safetensors").is_file()

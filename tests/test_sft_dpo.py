@@ -20,6 +20,17 @@ from rlbench_cli.training.run import METRIC_KEYS, RunContext
 VOLATILE = ("wall_time", "tokens_per_s")  # timing-dependent metric keys
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """A fixed thread count keeps CPU runs bit-identical (REFERENCE.md §4) and avoids oversubscribing 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _rows(split: str, n: int) -> list[dict[str, str]]:
     from rlbench_cli.testbed.task import generate_split
 
@@ -118,6 +129,7 @@ def test_sft_dataset_masks_prompt_tokens(tiny_random_model_dir, tmp_path):
         assert ex["input_ids"][-1] == tok.eos_token_id
 
 
+@pytest.mark.slow
 def test_train_sft_learns_repeated_batch(tiny_random_model_dir, tmp_path):
     from rlbench_cli.training.sft import train_sft
 
@@ -239,6 +251,7 @@ def _dpo_recipe(model_dir: Path, **algorithm: Any):
                    optim={"lr": 1e-3, "micro_batch_size": 2}, output={"checkpoint_every": 1})
 
 
+@pytest.mark.slow
 def test_train_dpo_two_iterations(tiny_random_model_dir, tmp_path, monkeypatch):
     """Parameters change, each iteration starts at loss log 2 (reference = the iteration's starting policy, not the
     initial model), the metrics schema is complete, and a second run with the same seed logs the same metrics."""

@@ -111,6 +111,14 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
     for key, value in plan(recipe, num_processes).items():
         table.add_row(key, str(value))
     console.print(table)
+    # Safe defaults: anything that would run code not shipped with rlbench is said out loud.
+    if recipe.model.trust_remote_code:
+        console.print("[yellow]model.trust_remote_code is on: code from the model repository would run[/]")
+    if recipe.reward.function:
+        from rich.markup import escape
+
+        spec = escape(recipe.reward.function)
+        console.print(f"[yellow]Custom reward code from the recipe would run: {spec}[/]", highlight=False)
     out = Path(recipe.output.dir) / recipe.run_name
     console.print(f"Would write: {out}/ (recipe.yaml, manifest.json, metrics.jsonl, train.log, model/)")
     notes = reference_departures(recipe)
@@ -148,6 +156,7 @@ def eval_cmd(
     timeout: Annotated[float, typer.Option(help="Per-answer grading time limit (s).")] = 5.0,
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallelism.")] = 1,
     shard: Annotated[str | None, typer.Option(help="Evaluate shard I/N of the problems (multi-GPU).")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Only merge finished shards into the summary.")] = False,
 ) -> None:
     """Evaluate mean@k (also pass@k, maj@k) on the benchmarks. Rerunning resumes an interrupted eval."""
     from rlbench_cli.evaluation.runner import run_eval
@@ -173,7 +182,7 @@ def eval_cmd(
         max_new_tokens=max_new_tokens or _default_max_new_tokens(chosen, results), prompt_template=template,
         backend=backend, batch_size=batch_size, seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
-        console=console,
+        merge=merge, console=console,
     )
 
 
@@ -347,9 +356,27 @@ def testbed_show(
         console.print(f"{row['id']}  {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
 
 
-def main() -> None:
-    import click
+def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(ClickException classes, Abort classes) of typer's vendored click and of click itself, if installed."""
+    from typer import exceptions as typer_exceptions
+    from typer._click import exceptions as typer_click
 
+    errors: list[type[BaseException]] = [typer_click.ClickException]
+    aborts: list[type[BaseException]] = [typer_exceptions.Abort, KeyboardInterrupt]
+    try:
+        import click
+
+        errors.append(click.exceptions.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(errors), tuple(aborts)
+
+
+def main() -> None:
+    from rich.markup import escape
+
+    click_errors, aborts = _click_errors()
     try:
         # Non-standalone typer turns Ctrl-C into a returned exit code (130) instead of raising: pass it on.
         code = app(standalone_mode=False)
@@ -358,14 +385,20 @@ def main() -> None:
                 err_console.print("interrupted")
             sys.exit(code)
     except UserError as e:
-        from rich.markup import escape
-
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except click_errors as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()  # type: ignore[attr-defined]
+        else:
+            # One line, like UserError: the problem and where to read about the command's options.
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+            err_console.print(f"[bold red]error:[/] {escape(message)}{where}", highlight=False,
+                              soft_wrap=True)
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except aborts:
         err_console.print("interrupted")
         sys.exit(130)
 

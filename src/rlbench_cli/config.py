@@ -101,7 +101,7 @@ class AlgorithmConfig(Section):
     clip_low: float | None = Field(None, ge=0, le=1, description="Clip range below 1 (ε_low).")
     clip_high: float | None = Field(None, ge=0, le=10, description="Clip range above 1 (ε_high).")
     dual_clip_c: float | None = Field(
-        None, ge=1, description="Dual-clip bound c for negative advantages (0 or null disables)."
+        None, ge=0, description="Dual-clip bound c for negative advantages (0 disables; null = algorithm default)."
     )
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
         None, description="Loss aggregation over the mini-batch."
@@ -174,7 +174,7 @@ class RewardConfig(Section):
     grader_timeout_s: float = Field(5.0, gt=0, description="Per-answer grading time limit.")
     grader_workers: int = Field(1, ge=0, le=64, description="Grading worker processes (0 = in-process).")
     function: str | None = Field(
-        None,
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
         description="Custom reward 'module:function' instead of the grader (runs your code; printed).",
     )
 
@@ -298,7 +298,10 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
     for key, value in defaults.items():
         if getattr(algo, key) is None:
             setattr(algo, key, value)
-    if algo.dual_clip_c == 0:
+    if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
+        if algo.dual_clip_c != 0:
+            raise UserError(f"algorithm.dual_clip_c must be 0 (off) or >= 1, got {algo.dual_clip_c}",
+                            where="algorithm.dual_clip_c")
         algo.dual_clip_c = None
     return recipe
 

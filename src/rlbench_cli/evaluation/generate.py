@@ -194,7 +194,7 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or _default_device()
-        if dtype is None:
+        if dtype in (None, "auto"):
             torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         else:
             torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype

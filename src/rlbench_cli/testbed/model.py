@@ -171,7 +171,7 @@ def train_base_model(
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(out.loss))
+            losses.append(out.loss.detach().item())
             advance(losses[-1])
             if on_step is not None:
                 on_step(step + 1, model, tok)

@@ -1,7 +1,7 @@
-"""The testbed's synthetic, verifiable math task: chains of 2-digit additions and subtractions.
+"""The testbed's synthetic, verifiable math task: chains of additions and subtractions of small integers.
 
-A problem reads "Compute 37+48-15." and its worked solution evaluates left to right, one step per sentence:
-" 37+48=85. 85-15=70. \\boxed{70}". Difficulty grows with the number of steps (easy 2, medium 3, hard 4), so a
+A problem reads "Compute 37+8-5." (a 2-digit start, then 1-digit operands) and its worked solution evaluates
+left to right, one step per sentence: " 37+8=45. 45-5=40. \\boxed{40}". Difficulty grows with the number of steps (easy 2, medium 3, hard 4), so a
 ~1M-parameter char-level model that gets each step right most of the time scores lower on longer chains.
 
 Splits are generated deterministically from string seeds. They are disjoint by construction: every problem
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rlbench_cli.errors import UserError
 
-TASK_VERSION = "arith-chain-v1"
+TASK_VERSION = "arith-chain-v2"
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class Shape:
     """How one difficulty level draws a problem."""
 
     n_operands: int
-    lo: int = 10
-    hi: int = 99
+    first: tuple[int, int] = (10, 99)  # range of the first operand
+    rest: tuple[int, int] = (1, 9)  # range of every later operand
 
 
 SHAPES: dict[str, Shape] = {
@@ -75,7 +75,7 @@ def format_problem(operands: list[int], ops: list[str]) -> str:
 def _draw(rng: random.Random, shape: Shape) -> tuple[list[int], list[str]]:
     """Draw operands and operators whose running value never goes negative (rejection sampling)."""
     while True:
-        operands = [rng.randint(shape.lo, shape.hi) for _ in range(shape.n_operands)]
+        operands = [rng.randint(*shape.first)] + [rng.randint(*shape.rest) for _ in range(shape.n_operands - 1)]
         ops = [rng.choice("+-") for _ in range(shape.n_operands - 1)]
         value, ok = operands[0], True
         for op, x in zip(ops, operands[1:], strict=True):

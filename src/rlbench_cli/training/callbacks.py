@@ -30,8 +30,11 @@ class MetricsCallback(TrainerCallback):
     """Writes metrics.jsonl. `rollout_stats` returns the stats of the rollout the current step trained on."""
 
     def __init__(self, metrics_path: Path, rollout_stats: Callable[[], dict[str, Any]] | None = None,
-                 progress: Any = None, step_offset_wall: float = 0.0) -> None:
+                 progress: Any = None, step_offset_wall: float = 0.0,
+                 extra_keys: dict[str, str] | None = None) -> None:
+        """extra_keys: algorithm-specific row key -> log key (e.g. PPO's value_loss), added after the schema."""
         self.metrics_path = metrics_path
+        self.sources = {**_FROM_LOGS, **{k: (v,) for k, v in (extra_keys or {}).items()}}
         self.rollout_stats = rollout_stats or (lambda: {})
         self.progress = progress
         self.t0 = time.time() - step_offset_wall
@@ -39,9 +42,9 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs or "train_runtime" in logs or not state.is_world_process_zero:
             return
-        row: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+        row: dict[str, Any] = dict.fromkeys((*METRIC_KEYS, *self.sources))
         row["step"] = state.global_step
-        for key, sources in _FROM_LOGS.items():
+        for key, sources in self.sources.items():
             for src in sources:
                 if logs.get(src) is not None:
                     row[key] = float(logs[src])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,17 +36,18 @@ from trl import GRPOConfig
 from rlbench_cli.algorithms.losses import gae, value_loss
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.callbacks import _FROM_LOGS, MetricsCallback, RichProgress
+from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
 from rlbench_cli.training.rl import (
     RLBenchGRPOTrainer,
     _last_checkpoint,
+    _restore_rollout_counters,
     _truncate_metrics,
     grpo_config,
     load_policy,
     peft_config,
     save_final_model,
 )
-from rlbench_cli.training.run import METRIC_KEYS, RunContext, plan
+from rlbench_cli.training.run import RunContext, plan
 
 log = logging.getLogger("rlbench")
 
@@ -109,7 +110,8 @@ class ValueModel(torch.nn.Module):
 
 
 def load_critic(model_path: str, recipe: Recipe) -> ValueModel:
-    """The critic: the policy's backbone loaded from the same weights (verl initialises it from the actor)."""
+    """The critic: the policy's backbone loaded from the same weights (verl initialises it from the actor), a
+    full copy even when the policy trains a LoRA adapter."""
     from transformers import AutoModel
 
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -151,6 +153,7 @@ class PPOConfig(GRPOConfig):
 
 
 def ppo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1) -> GRPOConfig:
+    """`rl.grpo_config` with PPOConfig (num_generations = 1)."""
     return grpo_config(recipe, run, max_steps, num_processes, config_cls=PPOConfig)
 
 
@@ -293,63 +296,48 @@ class PPOTrainer(RLBenchGRPOTrainer):
         log.info("restored the PPO critic from %s", folder)
 
 
-class PPOMetricsCallback(MetricsCallback):
-    """MetricsCallback plus the critic's keys (PPO_EXTRA_KEYS); the common schema is unchanged."""
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
-        if not logs or "train_runtime" in logs or not state.is_world_process_zero:
-            return
-        from rlbench_cli.records import append_jsonl
-
-        row: dict[str, Any] = dict.fromkeys((*METRIC_KEYS, *PPO_EXTRA_KEYS))
-        row["step"] = state.global_step
-        sources = {**_FROM_LOGS, **{k: (v,) for k, v in PPO_EXTRA_KEYS.items()}}
-        for key, names in sources.items():
-            found = next((logs[n] for n in names if logs.get(n) is not None), None)
-            if found is not None:
-                row[key] = float(found)
-        row.update({k: v for k, v in self.rollout_stats().items() if k in row})
-        row["wall_time"] = round(time.time() - self.t0, 3)
-        append_jsonl(self.metrics_path, [row])
-        if self.progress is not None:
-            self.progress.note(row)
-
-
 # ------------------------------------------------------------------------------------------ runner
 
 
 def check_ppo_recipe(recipe: Recipe) -> None:
+    """Reject settings the PPO runner does not support (raises UserError)."""
     algo = recipe.algorithm
     if recipe.rollout.n != 1:
         raise UserError("PPO uses one response per prompt", where="rollout.n", fix="set rollout.n=1")
     if algo.dynamic_sampling:
         raise UserError("dynamic sampling is a DAPO option, not PPO's", where="algorithm.dynamic_sampling",
                         fix="set algorithm.dynamic_sampling=false")
+    if recipe.model.dtype == "float16":
+        # fp16 mixed precision would share one GradScaler between the policy and critic optimizers, which
+        # accelerate's unscale / clip / step sequence does not support.
+        raise UserError("PPO does not support float16 training", where="model.dtype",
+                        fix="use model.dtype=bfloat16 (or float32)")
 
 
 def build_ppo_trainer(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]],
                       model_path: str) -> tuple[PPOTrainer, Any, Any, int]:
     """(trainer, tokenizer, reward_fn, max_steps) for a PPO recipe; the caller closes reward_fn."""
-    from accelerate import PartialState
-
     from rlbench_cli.training.data import build_prompt_dataset
+    from rlbench_cli.training.launch import vllm_seed_override
     from rlbench_cli.training.rewards import make_reward_fn
 
     check_ppo_recipe(recipe)
     model, tokenizer = load_policy(model_path, recipe)
-    critic = load_critic(model_path, recipe)
+    critic = load_critic(model_path, recipe)  # before the Trainer seeds, so it shifts no random draw
     dataset = build_prompt_dataset(rows, recipe, tokenizer)
-    num_processes = PartialState().num_processes
+    # WORLD_SIZE, not PartialState(): see rl.train_rl.
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
     max_steps = plan(recipe, num_processes, n_prompts=len(rows))["max_steps"]
     reward_fn = make_reward_fn(recipe, console)
     try:
         # The Trainer seeds at construction; nothing random may run between here and train().
-        trainer = PPOTrainer(
-            model=model, args=ppo_config(recipe, run, max_steps, num_processes), train_dataset=dataset,
-            processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
-            rb_recipe=recipe, critic=critic,
-        )
+        colocated = recipe.rollout.use_vllm and recipe.rollout.vllm_mode == "colocate"
+        with vllm_seed_override(recipe.seed, enabled=colocated):
+            trainer = PPOTrainer(
+                model=model, args=ppo_config(recipe, run, max_steps, num_processes), train_dataset=dataset,
+                processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
+                rb_recipe=recipe, critic=critic,
+            )
     except BaseException:
         if hasattr(reward_fn, "close"):
             reward_fn.close()
@@ -363,11 +351,18 @@ def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
     trainer, tokenizer, reward_fn, max_steps = build_ppo_trainer(recipe, run, console, rows=rows,
                                                                  model_path=model_path)
     try:
+        checkpoint = _last_checkpoint(run) if resume else None
+        kept = _truncate_metrics(run, checkpoint) if resume else []
+        _restore_rollout_counters(trainer, kept)
+        if resume:
+            log.info("resuming from %s", checkpoint or "the start (no complete checkpoint yet)")
+            if console is not None:
+                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}",
+                              soft_wrap=True, markup=False)
+        wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
         with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
-            trainer.add_callback(PPOMetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress))
-            checkpoint = _last_checkpoint(run) if resume else None
-            if resume:
-                _truncate_metrics(run, checkpoint)
+            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
+                                                 step_offset_wall=wall, extra_keys=PPO_EXTRA_KEYS))
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:

@@ -320,14 +320,18 @@ def save_final_model(trainer: Any, tokenizer: Any, run: RunContext, model_path: 
     from rlbench_cli.records import atomic_write_json
 
     out = run.model_dir
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if trainer.accelerator.is_main_process:
-        model.save_pretrained(out, safe_serialization=True)
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # LoRA: save merged weights (merging needs unpartitioned weights)
+        model, state_dict = model.merge_and_unload(), None
+    else:  # under DeepSpeed ZeRO-3 parameters are partitioned: every rank joins the gather
+        state_dict = accelerator.get_state_dict(trainer.model)
+    if accelerator.is_main_process:
+        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(out)
         atomic_write_json(out / "rlbench.json", {"prompt_template": run.recipe.data.prompt_template,
                                                  "base_model": model_path, "run": run.dir.name})
+    accelerator.wait_for_everyone()
     return out
 
 
@@ -362,7 +366,8 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
         if resume:
             log.info("resuming from %s", checkpoint or "the start (no complete checkpoint yet)")
             if console is not None:
-                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}")
+                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}",
+                              soft_wrap=True, markup=False)
         wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
         with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
             trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,

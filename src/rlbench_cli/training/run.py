@@ -178,8 +178,8 @@ def _check_writable(folder: Path) -> None:
                         fix="free some space or choose another --output folder")
 
 
-def _attach_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+def _attach_log(run_dir: Path, name: str = "train.log") -> logging.Handler:
+    handler = logging.FileHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("rlbench", "transformers", "trl"):
         logging.getLogger(name).addHandler(handler)
@@ -206,65 +206,80 @@ def _runner(algorithm: str) -> Callable[..., Path]:
     return train_dpo
 
 
+def _prepare_run_folder(ctx: RunContext, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run unless --resume / --overwrite says what to do with it."""
+    import json
+
+    manifest_path = ctx.dir / "manifest.json"
+    if not manifest_path.exists():
+        if resume:
+            raise UserError("no run to resume", where=str(ctx.dir), fix="drop --resume to start a new run")
+        return
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    status = old.get("status")
+    if resume:
+        if status == "completed":
+            raise UserError("this run already completed; nothing to resume", where=str(ctx.dir),
+                            fix="use --overwrite to train it again, or another output.run_name")
+        ctx.manifest = old
+    elif not overwrite:
+        raise UserError(
+            f"run folder already exists (status: {status})", where=str(ctx.dir),
+            fix="add --resume to continue it, --overwrite to start again, or set output.run_name=NAME",
+        )
+    else:
+        shutil.rmtree(ctx.dir)
+
+
 def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrite: bool = False,
                  console: Any = None) -> Path:
     """Train one recipe into its run folder; returns the run folder."""
     results = Path(recipe.output.dir)
-    _check_writable(results)
     run_dir = results / recipe.run_name
-    manifest_path = run_dir / "manifest.json"
     ctx = RunContext(recipe, run_dir, command)
-    if manifest_path.exists():
-        import json
-
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            old = {}
-        status = old.get("status")
-        if resume:
-            if status == "completed":
-                raise UserError("this run already completed; nothing to resume", where=str(run_dir),
-                                fix="use --overwrite to train it again, or another output.run_name")
-            ctx.manifest = old
-        elif not overwrite:
-            raise UserError(
-                f"run folder already exists (status: {status})", where=str(run_dir),
-                fix="add --resume to continue it, --overwrite to start again, or set output.run_name=NAME",
-            )
-        else:
-            shutil.rmtree(run_dir)
-    elif resume:
-        raise UserError("no run to resume", where=str(run_dir), fix="drop --resume to start a new run")
+    # Under accelerate/torchrun only rank 0 owns the run folder (checks, manifest, recipe); others only train.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        _check_writable(results)
+        _prepare_run_folder(ctx, resume=resume, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_log(run_dir)
+    handler = _attach_log(run_dir, "train.log" if is_main else f"train.rank{os.environ.get('RANK')}.log")
     log = logging.getLogger("rlbench")
     try:
         import torch
 
         if recipe.torch_threads:
             torch.set_num_threads(recipe.torch_threads)
-        atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
+        if is_main:
+            atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
         from rlbench_cli.training.data import load_rows
 
         rows, data_record = load_rows(recipe)
         model_path = resolve_model_path(recipe, console)
         if recipe.model.trust_remote_code and console is not None:
             console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
-        ctx.start(data_record, model_path, resumed=resume)
+        if is_main:
+            ctx.start(data_record, model_path, resumed=resume)
         log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
                  data_record["source"])
         runner = _runner(recipe.algorithm.name)
         final_model = runner(recipe, ctx, console, rows=rows, model_path=model_path, resume=resume)
+        if not is_main:
+            return run_dir
         steps = len(read_jsonl(ctx.metrics_path))
         ctx.finish("completed", steps=steps,
                    final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
         log.info("run %s completed", run_dir.name)
         return run_dir
     except KeyboardInterrupt:
-        ctx.finish("interrupted", error="interrupted by the user (Ctrl-C)")
+        if ctx.manifest:
+            ctx.finish("interrupted", error="interrupted by the user (Ctrl-C)")
         if console is not None:
-            console.print(f"[yellow]Interrupted. Resume with: rlbench train {run_dir / 'recipe.yaml'} --resume[/]")
+            console.print(f"[yellow]Interrupted. Resume with: rlbench train {run_dir / 'recipe.yaml'} --resume[/]",
+                          soft_wrap=True)
         raise
     except UserError as e:
         if ctx.manifest:

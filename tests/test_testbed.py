@@ -1,0 +1,186 @@
+"""Tests for the CPU testbed: the synthetic task's splits and the tiny base model's build, cache and calibration."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rlbench_cli.errors import UserError
+from rlbench_cli.prompts import render_prompt
+from rlbench_cli.testbed.task import EVAL_SPLITS, SPLITS, generate_split
+
+ALL_SPLITS = tuple(SPLITS)
+STEP = re.compile(r"^(\d+)([+-])(\d+)=(-?\d+)\.$")
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[dict]]:
+    return {s: generate_split(s) for s in ALL_SPLITS}
+
+
+def test_generate_split_is_deterministic() -> None:
+    for s in ALL_SPLITS:
+        assert generate_split(s, 50) == generate_split(s, 50)
+
+
+def test_prefix_of_a_split_is_the_same_problems() -> None:
+    assert generate_split("train", 30) == generate_split("train", 100)[:30]
+
+
+@pytest.mark.parametrize("split,minimum", [("easy", 200), ("medium", 200), ("hard", 200), ("train", 2000),
+                                           ("sft", 5000)])
+def test_split_sizes_and_ids(splits: dict[str, list[dict]], split: str, minimum: int) -> None:
+    rows = splits[split]
+    assert len(rows) >= minimum
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert all(r["id"].startswith(f"{split}-") for r in rows)
+    assert len({r["problem"] for r in rows}) == len(rows)  # no duplicate problem inside a split
+
+
+def test_splits_are_disjoint(splits: dict[str, list[dict]]) -> None:
+    owner: dict[str, str] = {}
+    for s, rows in splits.items():
+        for r in rows:
+            assert r["problem"] not in owner, f"{r['problem']!r} is in both {owner.get(r['problem'])} and {s}"
+            owner[r["problem"]] = s
+
+
+def test_eval_splits_rise_in_difficulty(splits: dict[str, list[dict]]) -> None:
+    steps = {s: sum(r["solution"].count("=") for r in splits[s]) / len(splits[s]) for s in EVAL_SPLITS}
+    assert steps["easy"] < steps["medium"] < steps["hard"]
+    assert all(r["difficulty"] == s for s in EVAL_SPLITS for r in splits[s])
+    # RL train and SFT data cover every evaluation difficulty
+    for s in ("train", "sft"):
+        assert {r["difficulty"] for r in splits[s]} == set(EVAL_SPLITS)
+
+
+def _recompute(problem: str) -> int:
+    expr = re.fullmatch(r"Compute ([0-9+-]+)\.", problem)
+    assert expr, problem
+    tokens = re.findall(r"[+-]|\d+", expr.group(1))
+    value = int(tokens[0])
+    for op, x in zip(tokens[1::2], tokens[2::2], strict=True):
+        value = value + int(x) if op == "+" else value - int(x)
+    return value
+
+
+def test_solutions_are_correct_and_end_with_boxed_answer(splits: dict[str, list[dict]]) -> None:
+    for rows in splits.values():
+        for r in rows[:2000]:
+            value = _recompute(r["problem"])
+            assert r["answer"] == str(value)
+            assert r["solution"].endswith(f"\\boxed{{{r['answer']}}}")
+            # every worked step is itself arithmetically right
+            for step in r["solution"].split(" ")[:-1]:
+                m = STEP.match(step)
+                assert m, step
+                a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+                assert c == (a + b if op == "+" else a - b)
+
+
+@pytest.mark.parametrize("bad", ["test", "Easy", "", "math500"])
+def test_unknown_split_is_a_user_error(bad: str) -> None:
+    with pytest.raises(UserError, match="unknown testbed split"):
+        generate_split(bad)
+
+
+def test_tokenizer_round_trips_every_problem_and_solution(splits: dict[str, list[dict]]) -> None:
+    from rlbench_cli.testbed.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    texts = {render_prompt(r["problem"], "plain") + " " + r["solution"] for rows in splits.values() for r in rows}
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == t
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("12+3=15. \\boxed{15}", "15"),
+    ("\\boxed{7} then \\boxed{ 08 }", "8"),
+    ("\\boxed{-3}", "-3"),
+    ("no box 15", None),
+    ("\\boxed{1.5}", None),
+])
+def test_extract_boxed_int(text: str, expected: str | None) -> None:
+    from rlbench_cli.testbed.model import extract_boxed_int
+
+    assert extract_boxed_int(text) == expected
+
+
+def _tiny_config():
+    from rlbench_cli.testbed.model import TestbedConfig
+
+    return replace(TestbedConfig(), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                   num_attention_heads=2, sft_examples=64, steps=3, batch_size=8, warmup_steps=1)
+
+
+def test_config_hash_tracks_every_field() -> None:
+    from rlbench_cli.testbed.model import TestbedConfig, config_hash
+
+    base = TestbedConfig()
+    assert config_hash(base) == config_hash(TestbedConfig())
+    assert config_hash(replace(base, seed=1)) != config_hash(base)
+    assert config_hash(replace(base, lr=base.lr * 2)) != config_hash(base)
+
+
+def test_tiny_build_is_deterministic_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from rlbench_cli.records import sha256_file
+    from rlbench_cli.testbed import model as tb
+
+    cfg = _tiny_config()
+    threads = torch.get_num_threads()
+    a = tb.build_base_model(tmp_path / "a", progress=False, config=cfg)
+    assert torch.get_num_threads() == threads  # restored after the build
+    b = tb.build_base_model(tmp_path / "b", progress=False, config=cfg)
+    assert a.name == b.name == tb.config_hash(cfg)
+    assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")
+    meta = json.loads((a / "testbed.json").read_text())
+    assert meta["testbed_hash"] == a.name and meta["config"]["steps"] == cfg.steps
+    assert json.loads((a / "rlbench.json").read_text()) == {
+        "prompt_template": "plain", "source": "rlbench testbed", "testbed_hash": a.name,
+    }
+    assert not [p for p in a.parent.iterdir() if p.name.startswith(".tmp")]  # no temp folder left behind
+
+    # a cache hit must not retrain
+    def boom(*args, **kwargs):
+        raise AssertionError("retrained on a cache hit")
+
+    monkeypatch.setattr(tb, "train_base_model", boom)
+    assert tb.build_base_model(tmp_path / "a", progress=False, config=cfg) == a
+    monkeypatch.setenv("RLBENCH_CACHE", str(tmp_path / "a"))
+    assert tb.build_base_model(progress=False, config=cfg) == a
+    with pytest.raises(AssertionError, match="retrained"):
+        tb.build_base_model(tmp_path / "a", progress=False, config=cfg, force=True)
+    assert (a / "testbed.json").exists()  # a failed forced rebuild leaves the old entry intact
+
+
+def test_tiny_model_loads_and_samples(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from rlbench_cli.testbed import model as tb
+
+    d = tb.build_base_model(tmp_path, progress=False, config=_tiny_config())
+    assert isinstance(LlamaForCausalLM.from_pretrained(d), LlamaForCausalLM)
+    tok = AutoTokenizer.from_pretrained(d)
+    prompt = render_prompt("Compute 1+2.", "plain")
+    assert tok.decode(tok(prompt)["input_ids"]) == prompt  # the saved tokenizer keeps spaces
+    score = tb.quick_mean_at_k(d, "easy", k=2, n_problems=3, max_new_tokens=8)
+    assert 0.0 <= score <= 1.0
+
+
+@pytest.mark.slow
+def test_default_base_model_is_calibrated() -> None:
+    """The real default testbed model (built once, cached) scores 15-50% mean@16 on every eval split."""
+    from rlbench_cli.testbed.model import build_base_model, quick_mean_at_k
+
+    d = build_base_model(progress=False)
+    for split in EVAL_SPLITS:
+        score = quick_mean_at_k(d, split, k=16, n_problems=64)
+        assert 0.12 <= score <= 0.55, f"{split}: mean@16 {score:.3f} outside the calibrated band"
