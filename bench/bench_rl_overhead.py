@@ -66,7 +66,8 @@ def main() -> None:
                 trainer = GRPOTrainer(model=model, args=cfg, train_dataset=build_prompt_dataset(rows, recipe, tok),
                                       processing_class=tok, reward_funcs=[reward])
             else:
-                trainer = RLBenchGRPOTrainer(model=model, args=cfg, train_dataset=build_prompt_dataset(rows, recipe, tok),
+                trainer = RLBenchGRPOTrainer(model=model, args=cfg,
+                                             train_dataset=build_prompt_dataset(rows, recipe, tok),
                                              processing_class=tok, reward_funcs=[reward], rb_recipe=recipe)
             timer = StepTimer()
             trainer.add_callback(timer)

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from helpers import metrics_without_timing, tiny_recipe, train_dict, weights_hash
+
 from rlbench_cli.config import ALGORITHMS
 from rlbench_cli.records import read_jsonl
 from rlbench_cli.training.run import METRIC_KEYS

@@ -104,6 +104,6 @@ def test_bad_input_exits_2_with_one_clear_line(args: list[str], needle: str) -> 
 def test_override_is_type_checked_like_the_file(tmp_path: Path) -> None:
     from rlbench_cli.config import load_recipe
 
-    r = load_recipe(REPO / "recipes" / "tiny" / "grpo.yaml", ["optim.lr=2e-5", "rollout.n=4", "seed=7"])
-    assert (r.optim.lr, r.rollout.n, r.seed) == (2e-5, 4, 7)
+    r = load_recipe(REPO / "recipes" / "tiny" / "grpo.yaml", ["optim.lr=2e-5", "rollout.n=16", "seed=7"])
+    assert (r.optim.lr, r.rollout.n, r.seed) == (2e-5, 16, 7)
     assert r.run_name == f"{r.name}-s7"

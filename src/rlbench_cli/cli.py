@@ -23,7 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-testbed_app = typer.Typer(help="The CPU testbed: a synthetic task and a tiny locally built model.", no_args_is_help=True)
+testbed_app = typer.Typer(
+    help="The CPU testbed: a synthetic task and a tiny locally built model.", no_args_is_help=True
+)
 app.add_typer(testbed_app, name="testbed")
 
 console = Console(stderr=False)
@@ -175,7 +177,8 @@ def eval_cmd(
             i, n = (int(x) for x in shard.split("/"))
             assert 0 <= i < n
         except (ValueError, AssertionError):
-            raise UserError(f"bad shard {shard!r}", where="--shard", fix="write I/N with 0 <= I < N, e.g. 0/4") from None
+            raise UserError(f"bad shard {shard!r}", where="--shard",
+                            fix="write I/N with 0 <= I < N, e.g. 0/4") from None
         shard_t = (i, n)
     run_eval(
         chosen, results_dir=results, benchmarks=bench_list, k=k, temperature=temperature, top_p=top_p,
@@ -290,7 +293,10 @@ def recipes(
             table.add_row(*row)
         console.print(table)
         return
-    table = Table("recipe", "algorithm", "description")
+    table = Table()
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("algorithm", no_wrap=True)
+    table.add_column("description")
     for path in _recipe_files():
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -334,7 +340,9 @@ def env() -> None:
 @testbed_app.command("build")
 def testbed_build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")
+    ] = None,
 ) -> None:
     """Build (or find in the cache) the tiny testbed base model. Deterministic; cached by config hash."""
     from rlbench_cli.testbed.model import build_base_model

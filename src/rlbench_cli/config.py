@@ -360,7 +360,8 @@ def safe_yaml_load(text: str, where: str) -> Any:
 def _read_yaml(path: Path) -> dict[str, Any]:
     where = str(path)
     if not path.exists():
-        raise UserError("recipe file not found", where=where, fix="check the path; `rlbench recipes` lists shipped ones")
+        raise UserError("recipe file not found", where=where,
+                        fix="check the path; `rlbench recipes` lists shipped ones")
     if path.is_dir():
         raise UserError("is a folder, not a recipe file", where=where, fix="pass a .yaml file")
     try:

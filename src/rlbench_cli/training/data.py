@@ -56,7 +56,9 @@ def load_rows(recipe: Recipe) -> tuple[list[dict[str, str]], dict[str, Any]]:
     elif d.source == "jsonl":
         path = Path(d.path or "")
         if not path.is_file():
-            raise UserError("training data file not found", where=f"data.path={path}", fix="point data.path at a JSONL file")
+            raise UserError("training data file not found", where=f"data.path={path}",
+                            fix="point data.path at a JSONL file")
+        bad_lines = 0
         with open(path, encoding="utf-8", errors="strict") as f:
             try:
                 lines = f.read().splitlines()
@@ -71,11 +73,12 @@ def load_rows(recipe: Recipe) -> tuple[list[dict[str, str]], dict[str, Any]]:
                     raise ValueError("not a JSON object")
             except ValueError as e:
                 if d.lenient:
+                    bad_lines += 1
                     continue
                 raise UserError(f"bad JSON line ({e})", where=f"{path}:{lineno}",
                                 fix="fix the line, or set data.lenient=true to skip bad lines") from None
             raws.append((obj, f"{path}:{lineno}"))
-        record = {"source": str(path), "sha256": sha256_file(path)}
+        record = {"source": str(path), "sha256": sha256_file(path), "bad_lines": bad_lines}
     else:
         try:
             from datasets import load_dataset
@@ -106,7 +109,7 @@ def load_rows(recipe: Recipe) -> tuple[list[dict[str, str]], dict[str, Any]]:
         random.Random(recipe.seed).shuffle(rows)
     if d.max_prompts:
         rows = rows[: d.max_prompts]
-    record.update({"rows": len(rows), "skipped": skipped})
+    record.update({"rows": len(rows), "skipped": skipped + record.pop("bad_lines", 0)})
     return rows, record
 
 

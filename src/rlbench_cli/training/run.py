@@ -169,8 +169,9 @@ def _check_writable(folder: Path) -> None:
         probe = folder / f".rlbench-write-test-{os.getpid()}"
         probe.write_bytes(b"x" * 4096)
         probe.unlink()
-    except OSError as e:
-        raise UserError(f"results folder is not writable ({e.strerror})", where=str(folder),
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+        reason = getattr(e, "strerror", None) or str(e)
+        raise UserError(f"results folder is not writable ({reason})", where=repr(str(folder))[1:-1],
                         fix="choose another --output folder or fix its permissions / free disk space") from None
     free = shutil.disk_usage(folder).free
     if free < 100 * 2**20:
@@ -206,6 +207,32 @@ def _runner(algorithm: str) -> Callable[..., Path]:
     return train_dpo
 
 
+def _check_same_recipe(ctx: RunContext) -> None:
+    """--resume must continue the same experiment: refuse if any resolved setting changed."""
+    import yaml
+
+    stored_path = ctx.dir / "recipe.yaml"
+    try:
+        stored = yaml.safe_load(stored_path.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # nothing trustworthy to compare against; the checkpoint decides
+    current = yaml.safe_load(yaml.safe_dump(ctx.recipe.model_dump(mode="json")))
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in (d or {}).items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(stored), flat(current)
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
+        raise UserError(f"the recipe changed since this run started ({details})", where=str(stored_path),
+                        fix="resume with the same recipe and overrides (e.g. rlbench train "
+                            f"{stored_path} --resume), or start a new run with another output.run_name")
+
+
 def _prepare_run_folder(ctx: RunContext, *, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an existing run unless --resume / --overwrite says what to do with it."""
     import json
@@ -224,6 +251,7 @@ def _prepare_run_folder(ctx: RunContext, *, resume: bool, overwrite: bool) -> No
         if status == "completed":
             raise UserError("this run already completed; nothing to resume", where=str(ctx.dir),
                             fix="use --overwrite to train it again, or another output.run_name")
+        _check_same_recipe(ctx)
         ctx.manifest = old
     elif not overwrite:
         raise UserError(
