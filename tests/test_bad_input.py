@@ -304,8 +304,6 @@ def test_lenient_data_skips_and_counts(tmp_path: Path, fake_runner: list[int]) -
     assert fake_runner == [2]
 
 
-@pytest.mark.xfail(reason="training/data.py skips bad JSON lines under data.lenient without counting them "
-                          "(reported to the lead)", strict=False)
 def test_lenient_counts_bad_json_lines_too(tmp_path: Path, fake_runner: list[int]) -> None:
     recipe, _ = _data_recipe(tmp_path, [GOOD, "{broken", GOOD], "lenient: true")
     code, _, err = run_cli("train", str(recipe))

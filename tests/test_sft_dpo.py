@@ -235,6 +235,20 @@ def test_dpo_config(tmp_path, sft_coef, loss_type, weights):
     assert cfg.max_steps == 3 and cfg.bf16 is False and cfg.report_to in ("none", [], ["none"])
 
 
+@pytest.mark.parametrize(("n_prompts", "iters", "max_steps", "per_iter", "steps"),
+                         [(64, 2, None, 32, 8), (70, 4, None, 17, 12), (64, 2, 5, 32, 5)])
+def test_dpo_plan(tmp_path, n_prompts, iters, max_steps, per_iter, steps):
+    from rlbench_cli.training.dpo import dpo_plan
+
+    recipe = _recipe(tmp_path, {"name": "dpo", "dpo_iterations": iters}, rollout={"prompts_per_batch": 8, "n": 4},
+                     optim={"micro_batch_size": 4, "max_steps": max_steps})
+    p = dpo_plan(recipe, n_prompts)
+    assert p["prompts_per_iteration"] == per_iter
+    assert p["responses_per_iteration"] == per_iter * 4
+    assert p["gradient_accumulation_steps"] == 2
+    assert p["max_steps"] == steps
+
+
 # ------------------------------------------------------------------------------------------------------ DPO: runs
 
 
@@ -286,7 +300,7 @@ def test_train_dpo_two_iterations(tiny_random_model_dir, tmp_path, monkeypatch):
     assert any(abs(m["loss"] - math.log(2)) > 1e-4 for m in metrics if m not in firsts)
     assert _changed(_params(tiny_random_model_dir), _params(out))
     assert (out / "rlbench.json").exists()
-    assert sorted(p.name for p in run.checkpoint_dir.glob("iter-*")) == ["iter-0001"]  # keep_checkpoints = 1
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == ["iter-0001"]  # keep_checkpoints = 1
 
     strip = [{k: v for k, v in m.items() if k not in VOLATILE} for m in metrics]
     assert strip == [{k: v for k, v in m.items() if k not in VOLATILE} for m in _metrics(run_b)]
@@ -307,6 +321,20 @@ def test_train_dpo_skips_iteration_without_pairs(tiny_random_model_dir, tmp_path
     assert _metrics(run) == []
     assert sum("no prompt has both" in r.message for r in caplog.records) == 2
     assert not _changed(_params(tiny_random_model_dir), _params(out))
+
+
+def test_train_dpo_max_steps_caps_the_run(tiny_random_model_dir, tmp_path, monkeypatch):
+    import rlbench_cli.training.rewards as rewards
+    from rlbench_cli.training.dpo import train_dpo
+
+    monkeypatch.setattr(rewards, "make_reward_fn", _stub_reward)
+    recipe = _dpo_recipe(tiny_random_model_dir)
+    recipe.optim.max_steps = 1
+    run = _run(recipe, tmp_path / "run")
+    train_dpo(recipe, run, None, rows=_rows("train", 16), model_path=str(tiny_random_model_dir))
+    metrics = _metrics(run)
+    assert [m["step"] for m in metrics] == [1]
+    assert metrics[0]["samples"] == 32  # the second iteration never sampled
 
 
 @pytest.mark.slow

@@ -103,14 +103,14 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
 
     from rlbench_cli.config import recipe_to_yaml
     from rlbench_cli.training.launch import reference_departures
-    from rlbench_cli.training.run import plan
+    from rlbench_cli.training.run import count_rows, plan_for
 
     console.print(f"[bold]Recipe[/] {recipe.name} ({recipe.algorithm.name}), seed {recipe.seed}")
     console.print(recipe_to_yaml(recipe), markup=False, highlight=False)
     table = Table(title="Batch arithmetic (per device)")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    for key, value in plan(recipe, num_processes).items():
+    for key, value in plan_for(recipe, num_processes, count_rows(recipe)).items():
         table.add_row(key, str(value))
     console.print(table)
     # Safe defaults: anything that would run code not shipped with rlbench is said out loud.
@@ -315,11 +315,11 @@ def validate(
 ) -> None:
     """Validate recipes (schema, types, ranges, batch arithmetic) without loading any model."""
     from rlbench_cli.config import load_recipe
-    from rlbench_cli.training.run import plan
+    from rlbench_cli.training.run import plan_for
 
     for path in recipe_files:
         r = load_recipe(path, list(overrides or []))
-        plan(r)
+        plan_for(r)
         console.print(f"[green]ok[/] {path}: {r.name} ({r.algorithm.name})")
 
 

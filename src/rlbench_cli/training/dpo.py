@@ -22,7 +22,8 @@ the data, as the RL runners do by default. Iteration k:
 `optim.max_steps`, when set, caps the total optimizer steps of the run. One metrics.jsonl line per optimizer step,
 steps numbered across iterations, each carrying its iteration's sampling statistics (`samples` and `gen_tokens`
 count generated responses and tokens so far). With `output.checkpoint_every` > 0 the policy is saved after every
-iteration under checkpoints/iter-K, and `--resume` continues after the last saved iteration.
+iteration under checkpoints/iter-K, and `--resume` continues after the last saved iteration (without checkpoints
+it starts over). One process only (no accelerate multi-process launch).
 """
 
 from __future__ import annotations
@@ -67,6 +68,25 @@ def dpo_batching(recipe: Recipe, num_processes: int = 1) -> dict[str, int]:
             fix="change optim.micro_batch_size or optim.mini_batch_prompts",
         )
     return {"pairs_per_step": per_step, "gradient_accumulation_steps": per_step // (o.micro_batch_size * num_processes)}
+
+
+def dpo_plan(recipe: Recipe, n_prompts: int, num_processes: int = 1) -> dict[str, Any]:
+    """Batch arithmetic of an iterative DPO run, for `rlbench train --dry-run` (pure)."""
+    b = dpo_batching(recipe, num_processes)
+    chunks = iteration_chunks(n_prompts, recipe.algorithm.dpo_iterations)
+    bound = sum(steps_for_pairs(len(c), b["pairs_per_step"]) for c in chunks)
+    return {
+        "algorithm": "dpo",
+        "iterations": len(chunks),
+        "prompts_per_iteration": len(chunks[0]),
+        "responses_per_prompt": recipe.rollout.n,
+        "responses_per_iteration": len(chunks[0]) * recipe.rollout.n,
+        "pairs_per_optimizer_step": b["pairs_per_step"],
+        "micro_batch_pairs_per_device": recipe.optim.micro_batch_size,
+        "gradient_accumulation_steps": b["gradient_accumulation_steps"],
+        "max_steps": min(bound, recipe.optim.max_steps) if recipe.optim.max_steps else bound,
+        "max_steps_note": "upper bound: every prompt yields a pair",
+    }
 
 
 def steps_for_pairs(n_pairs: int, pairs_per_step: int) -> int:
@@ -207,6 +227,12 @@ def _offset_metrics_callback(metrics_path: Path, rollout_stats: Any, progress: A
     return StepOffsetMetrics(metrics_path, rollout_stats, progress, step_offset_wall)
 
 
+def _remove_empty(folder: Path) -> None:
+    for path in (folder, folder.parent):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def _unpatch_forward(model: Any) -> None:
     """Drop the fused-LM-head forward TRL binds onto the instance, so copies and the next trainer start clean."""
     vars(model).pop("forward", None)
@@ -282,12 +308,11 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
         model, tokenizer = load_policy(model_path, recipe)
         if resume:
             _truncate_metrics(run, 0)
+    model.to(PartialState().device)  # sampling runs before any trainer has placed the model
     prompts = build_prompt_dataset(rows, recipe, tokenizer)["prompt"]
     reward_fn = make_reward_fn(recipe, console)
     step_cap = recipe.optim.max_steps
-    # Upper bound for the bar: every prompt yields a pair.
-    bound = sum(steps_for_pairs(len(c), batching["pairs_per_step"]) for c in chunks)
-    total = min(bound, step_cap) if step_cap else bound
+    total = dpo_plan(recipe, len(rows), num_processes)["max_steps"]  # upper bound: every prompt yields a pair
     stats: dict[str, Any] = {}
     try:
         with RichProgress(console, total, f"dpo {run.dir.name}") as progress:
@@ -342,6 +367,7 @@ def _train_iteration(recipe: Recipe, run: RunContext, model: Any, tokenizer: Any
     metrics.offset = step_offset
     trainer.add_callback(metrics)
     trainer.train()
+    _remove_empty(Path(trainer.args.output_dir))  # save_strategy "no": TRL only leaves an empty folder
     trained = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(trained, "merge_and_unload"):  # LoRA: fold this iteration's adapter in; the next one starts fresh
         trained = trained.merge_and_unload()

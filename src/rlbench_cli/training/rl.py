@@ -278,13 +278,13 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
         importance_sampling_level="sequence" if algo.ratio_level == "sequence" else "token",
         loss_type="dapo",  # unused: _compute_loss is rlbench's
         scale_rewards="group",  # unused: advantages are rlbench's
-        gradient_checkpointing=recipe.model.gradient_checkpointing,
         use_vllm=ro.use_vllm,
         vllm_mode=ro.vllm_mode,
         vllm_gpu_memory_utilization=ro.vllm_gpu_memory_utilization,
         shuffle_dataset=recipe.data.shuffle,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
     )
 
 

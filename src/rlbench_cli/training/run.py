@@ -77,6 +77,37 @@ def plan(recipe: Recipe, num_processes: int = 1, n_prompts: int | None = None) -
     return out
 
 
+def count_rows(recipe: Recipe) -> int | None:
+    """Training rows the run will see, without loading a model (None for hub data: unknown until downloaded)."""
+    d = recipe.data
+    if d.source == "testbed":
+        from rlbench_cli.testbed.task import generate_split
+
+        n = len(generate_split(d.split))
+    elif d.source == "jsonl" and d.path and Path(d.path).is_file():
+        with open(d.path, "rb") as f:
+            n = sum(1 for line in f if line.strip())
+    else:
+        return None
+    return min(n, d.max_prompts) if d.max_prompts else n
+
+
+def plan_for(recipe: Recipe, num_processes: int = 1, n_rows: int | None = None) -> dict[str, Any]:
+    """The batch arithmetic of whichever runner the algorithm uses (RL runners share `plan`)."""
+    if recipe.algorithm.name == "sft":
+        from rlbench_cli.training.sft import sft_batching
+
+        return {"algorithm": "sft", **sft_batching(recipe, n_rows or 1, num_processes),
+                **({"train_rows": n_rows} if n_rows else {})}
+    if recipe.algorithm.name == "dpo":
+        from rlbench_cli.training.dpo import dpo_batching, dpo_plan
+
+        if n_rows:
+            return dpo_plan(recipe, n_rows, num_processes)
+        return {"algorithm": "dpo", **dpo_batching(recipe, num_processes)}
+    return plan(recipe, num_processes, n_prompts=n_rows)
+
+
 def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
     """'testbed' → the locally built tiny model (built on first use); a folder → itself; else a hub id."""
     path = recipe.model.path
