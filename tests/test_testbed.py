@@ -116,7 +116,8 @@ def _tiny_config():
     from rlbench_cli.testbed.model import TestbedConfig
 
     return replace(TestbedConfig(), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                   num_attention_heads=2, sft_examples=64, steps=3, batch_size=8, warmup_steps=1)
+                   num_attention_heads=2, sft_examples=64, steps=3, batch_size=8, warmup_steps=1,
+                   calibration_problems=0)
 
 
 def test_config_hash_tracks_every_field() -> None:
@@ -166,7 +167,11 @@ def test_tiny_model_loads_and_samples(tmp_path: Path) -> None:
 
     from rlbench_cli.testbed import model as tb
 
-    d = tb.build_base_model(tmp_path, progress=False, config=_tiny_config())
+    cfg = replace(_tiny_config(), calibration_problems=2, calibration_k=2)
+    d = tb.build_base_model(tmp_path, progress=False, config=cfg)
+    calib = json.loads((d / "testbed.json").read_text())["calibration"]
+    assert set(calib["mean_at_k"]) == set(EVAL_SPLITS)
+    assert all(0.0 <= v <= 1.0 for v in calib["mean_at_k"].values())
     assert isinstance(LlamaForCausalLM.from_pretrained(d), LlamaForCausalLM)
     tok = AutoTokenizer.from_pretrained(d)
     prompt = render_prompt("Compute 1+2.", "plain")

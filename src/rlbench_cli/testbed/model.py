@@ -1,9 +1,13 @@
-"""The testbed's tiny base model: a ~0.5M-parameter Llama warm-started by brief SFT on the synthetic task.
+"""The testbed's tiny base model: a ~0.34M-parameter Llama warm-started by brief SFT on the synthetic task.
 
-`build_base_model` trains it deterministically on CPU (fixed seed and thread count), saves it in HF format with
-the char tokenizer, and caches it under `<cache>/testbed/<config hash>/`. The warm-start is deliberately short:
-the model must be right sometimes but not reliably (mean@16 at T=1.0 between 15% and 50% on every evaluation
-split), which leaves reinforcement learning room to improve it. `quick_mean_at_k` measures exactly that.
+`build_base_model` trains it deterministically on CPU (fixed seed and thread count), saves it in HF format
+with the char tokenizer, and caches it under `<cache>/testbed/<config hash>/`. The warm-start is deliberately
+short: the model must be right sometimes but not reliably (mean@16 at T=1.0 between 15% and 50% on every
+evaluation split), which leaves reinforcement learning room to improve it. `quick_mean_at_k` measures that.
+
+Measured for the default config (2 uncontended cores): 600 steps in ~85 s wall / ~170 s CPU, then the
+full-split calibration in ~25 s: mean@16 easy 0.44, medium 0.32, hard 0.25. The learning curve is steep
+around these step counts (500 steps: 0.28/0.21/0.15; 1000 steps: ~0.9), so retune after any recipe change.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +45,15 @@ class TestbedConfig:
     max_position_embeddings: int = 160
     # SFT warm-start
     sft_examples: int = 20000
-    steps: int = 700
+    steps: int = 600
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
     threads: int = 2  # fixed so the weights are byte-identical from run to run
     # measured after the build and stored in testbed.json (0 = skip)
-    calibration_problems: int = 0
+    calibration_problems: int = 300  # = the eval split size
     calibration_k: int = 16
 
 
@@ -70,7 +74,7 @@ _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
 
 def extract_boxed_int(text: str) -> str | None:
-    """The integer inside the last `\\boxed{}` of a completion, normalised (no sign of zero, no leading 0s)."""
+    """The integer inside the last `\\boxed{}` of a completion, normalised (no leading zeros)."""
     found = _BOXED.findall(text)
     return str(int(found[-1])) if found else None
 
@@ -198,7 +202,8 @@ class _progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            TextColumn("building testbed base model"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("building testbed base model"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
         )
         self._bar.__enter__()
@@ -247,13 +252,12 @@ def build_base_model(
         atomic_write_json(tmp / "rlbench.json", {
             "prompt_template": PROMPT_TEMPLATE, "source": "rlbench testbed", "testbed_hash": h,
         })
-        if cfg.calibration_problems:
+        if n := cfg.calibration_problems:
             t0 = time.perf_counter()
             meta["calibration"] = {
                 "k": cfg.calibration_k, "n_problems": cfg.calibration_problems, "temperature": 1.0,
                 "mean_at_k": {
-                    s: round(quick_mean_at_k(tmp, s, k=cfg.calibration_k, n_problems=cfg.calibration_problems), 4)
-                    for s in EVAL_SPLITS
+                    s: round(quick_mean_at_k(tmp, s, k=cfg.calibration_k, n_problems=n), 4) for s in EVAL_SPLITS
                 },
             }
             meta["calibration"]["wall_seconds"] = round(time.perf_counter() - t0, 1)

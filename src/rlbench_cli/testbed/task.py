@@ -1,8 +1,9 @@
 """The testbed's synthetic, verifiable math task: chains of additions and subtractions of small integers.
 
 A problem reads "Compute 37+8-5." (a 2-digit start, then 1-digit operands) and its worked solution evaluates
-left to right, one step per sentence: " 37+8=45. 45-5=40. \\boxed{40}". Difficulty grows with the number of steps (easy 2, medium 3, hard 4), so a
-~1M-parameter char-level model that gets each step right most of the time scores lower on longer chains.
+left to right, one step per sentence: " 37+8=45. 45-5=40. \\boxed{40}". Difficulty grows with the number of
+steps (easy 2, medium 3, hard 4), so a tiny char-level model that gets each step right most of the time scores
+lower on longer chains. (2-digit second operands were too slow to learn for a CPU warm-start of minutes.)
 
 Splits are generated deterministically from string seeds. They are disjoint by construction: every problem
 text is assigned to exactly one pool (evaluation / RL train / SFT) by a hash of its text, and the three

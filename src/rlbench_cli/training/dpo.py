@@ -171,39 +171,25 @@ def sample_and_pair(model: Any, tokenizer: Any, recipe: Recipe, reward_fn: Any, 
 
 def dpo_config(recipe: Recipe, run: RunContext, iteration: int, batching: dict[str, int], max_steps: int):
     """Translate a recipe into TRL's DPOConfig for one iteration."""
-    import torch
     from trl import DPOConfig
 
-    algo, opt = recipe.algorithm, recipe.optim
-    on_cpu = not torch.cuda.is_available()
+    from rlbench_cli.training.run import trainer_args
+
+    algo = recipe.algorithm
     sft = algo.sft_coef > 0
+
+    # rlbench saves the policy between iterations itself, so TRL checkpoints nothing.
+    args = trainer_args(recipe, run, max_steps, seed=(recipe.seed + iteration) % 2**32, checkpoints=False)
+    args["output_dir"] = str(run.checkpoint_dir / f"trainer-iter-{iteration}")
     return DPOConfig(
-        output_dir=str(run.checkpoint_dir / f"trainer-iter-{iteration}"),
-        seed=(recipe.seed + iteration) % 2**32,
-        data_seed=(recipe.seed + iteration) % 2**32,
-        use_cpu=on_cpu,
-        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
-        fp16=not on_cpu and recipe.model.dtype == "float16",
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1,
-        save_strategy="no",  # rlbench saves the policy between iterations itself
-        max_steps=max_steps,
-        learning_rate=opt.lr,
-        weight_decay=opt.weight_decay,
-        lr_scheduler_type=opt.lr_scheduler,
-        warmup_steps=opt.warmup_steps,
-        max_grad_norm=opt.max_grad_norm,
-        per_device_train_batch_size=opt.micro_batch_size,
+        **args,
         gradient_accumulation_steps=batching["gradient_accumulation_steps"],
         beta=algo.dpo_beta,
         loss_type=["sigmoid", "sft"] if sft else ["sigmoid"],
         loss_weights=[1.0, algo.sft_coef] if sft else None,
         max_length=None,
         precompute_ref_log_probs=False,
-        dataloader_num_workers=0,
         dataset_num_proc=None,
-        **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
     )
 
 

@@ -36,12 +36,9 @@ from trl import GRPOConfig
 from rlbench_cli.algorithms.losses import gae, value_loss
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
 from rlbench_cli.training.rl import (
     RLBenchGRPOTrainer,
-    _last_checkpoint,
-    _restore_rollout_counters,
-    _truncate_metrics,
+    fit,
     grpo_config,
     load_policy,
     peft_config,
@@ -351,19 +348,7 @@ def train_ppo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
     trainer, tokenizer, reward_fn, max_steps = build_ppo_trainer(recipe, run, console, rows=rows,
                                                                  model_path=model_path)
     try:
-        checkpoint = _last_checkpoint(run) if resume else None
-        kept = _truncate_metrics(run, checkpoint) if resume else []
-        _restore_rollout_counters(trainer, kept)
-        if resume:
-            log.info("resuming from %s", checkpoint or "the start (no complete checkpoint yet)")
-            if console is not None:
-                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}",
-                              soft_wrap=True, markup=False)
-        wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
-        with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
-            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
-                                                 step_offset_wall=wall, extra_keys=PPO_EXTRA_KEYS))
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        fit(trainer, run, console, max_steps, resume=resume, extra_keys=PPO_EXTRA_KEYS)
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:
         if hasattr(reward_fn, "close"):

@@ -28,7 +28,7 @@ from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mea
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
 from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
-from rlbench_cli.training.run import RunContext, plan
+from rlbench_cli.training.run import RunContext, plan, trainer_args
 
 log = logging.getLogger("rlbench")
 
@@ -237,32 +237,13 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
     """Translate a recipe into TRL's GRPOConfig (batch arithmetic from run.plan); `config_cls` lets PPO pass its
     GRPOConfig subclass that accepts num_generations == 1."""
     p = plan(recipe, num_processes)
-    algo, ro, opt = recipe.algorithm, recipe.rollout, recipe.optim
-    on_cpu = not torch.cuda.is_available()
+    algo, ro = recipe.algorithm, recipe.rollout
     needs_ref = bool(algo.kl_coef) or algo.log_kl
     return config_cls(
-        output_dir=str(run.checkpoint_dir),
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        use_cpu=on_cpu,
-        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
-        fp16=not on_cpu and recipe.model.dtype == "float16",
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1,
-        save_strategy="steps" if recipe.output.checkpoint_every else "no",
-        save_steps=recipe.output.checkpoint_every or 500,
-        save_total_limit=recipe.output.keep_checkpoints,
+        **trainer_args(recipe, run, max_steps),
         save_only_model=False,
-        max_steps=max_steps,
-        learning_rate=opt.lr,
-        weight_decay=opt.weight_decay,
-        lr_scheduler_type=opt.lr_scheduler,
-        warmup_steps=opt.warmup_steps,
-        max_grad_norm=opt.max_grad_norm,
         adam_beta1=0.9,
         adam_beta2=0.999,
-        per_device_train_batch_size=opt.micro_batch_size,
         gradient_accumulation_steps=p["gradient_accumulation_steps"],
         steps_per_generation=p["trl_steps_per_generation"],
         num_generations=ro.n,
@@ -282,9 +263,7 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
         vllm_mode=ro.vllm_mode,
         vllm_gpu_memory_utilization=ro.vllm_gpu_memory_utilization,
         shuffle_dataset=recipe.data.shuffle,
-        dataloader_num_workers=0,
         remove_unused_columns=False,
-        **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
     )
 
 
@@ -360,19 +339,7 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
                 processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
                 rb_recipe=recipe,
             )
-        checkpoint = _last_checkpoint(run) if resume else None
-        kept = _truncate_metrics(run, checkpoint) if resume else []
-        _restore_rollout_counters(trainer, kept)
-        if resume:
-            log.info("resuming from %s", checkpoint or "the start (no complete checkpoint yet)")
-            if console is not None:
-                console.print(f"Resuming from {checkpoint or 'the start (no complete checkpoint yet)'}",
-                              soft_wrap=True, markup=False)
-        wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
-        with RichProgress(console, max_steps, f"{recipe.algorithm.name} {run.dir.name}") as progress:
-            trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
-                                                 step_offset_wall=wall))
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        fit(trainer, run, console, max_steps, resume=resume)
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:
         if hasattr(reward_fn, "close"):
@@ -395,6 +362,24 @@ def _checkpoint_complete(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path)
+
+
+def fit(trainer: Any, run: RunContext, console: Any, max_steps: int, *, resume: bool,
+        extra_keys: dict[str, str] | None = None) -> None:
+    """Train with metrics.jsonl and a progress bar; with resume, continue from the last complete checkpoint."""
+    checkpoint = _last_checkpoint(run) if resume else None
+    kept = _truncate_metrics(run, checkpoint) if resume else []
+    _restore_rollout_counters(trainer, kept)
+    if resume:
+        where = checkpoint or "the start (no complete checkpoint yet)"
+        log.info("resuming from %s", where)
+        if console is not None:
+            console.print(f"Resuming from {where}", soft_wrap=True, markup=False)
+    wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
+    with RichProgress(console, max_steps, f"{run.recipe.algorithm.name} {run.dir.name}") as progress:
+        trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
+                                             step_offset_wall=wall, extra_keys=extra_keys))
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def _last_checkpoint(run: RunContext) -> Path | None:

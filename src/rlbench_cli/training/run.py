@@ -108,6 +108,31 @@ def plan_for(recipe: Recipe, num_processes: int = 1, n_rows: int | None = None) 
     return plan(recipe, num_processes, n_prompts=n_rows)
 
 
+def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int | None = None,
+                 checkpoints: bool = True) -> dict[str, Any]:
+    """TrainingArguments fields every runner shares (GRPOConfig, SFTConfig and DPOConfig all accept them)."""
+    import torch
+
+    opt = recipe.optim
+    on_cpu = not torch.cuda.is_available()
+    seed = recipe.seed if seed is None else seed
+    args: dict[str, Any] = dict(
+        output_dir=str(run.checkpoint_dir), seed=seed, data_seed=seed, use_cpu=on_cpu,
+        # TRL defaults to bf16 even on CPU: slower there and different numbers (REFERENCE.md §4).
+        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
+        fp16=not on_cpu and recipe.model.dtype == "float16",
+        report_to="none", disable_tqdm=True, logging_steps=1, max_steps=max_steps,
+        learning_rate=opt.lr, weight_decay=opt.weight_decay, lr_scheduler_type=opt.lr_scheduler,
+        warmup_steps=opt.warmup_steps, max_grad_norm=opt.max_grad_norm,
+        per_device_train_batch_size=opt.micro_batch_size, dataloader_num_workers=0,
+        save_strategy="steps" if checkpoints and recipe.output.checkpoint_every else "no",
+        save_steps=recipe.output.checkpoint_every or 500, save_total_limit=recipe.output.keep_checkpoints,
+    )
+    if recipe.model.gradient_checkpointing:  # passing False explicitly triggers a deprecation warning
+        args["gradient_checkpointing"] = True
+    return args
+
+
 def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
     """'testbed' → the locally built tiny model (built on first use); a folder → itself; else a hub id."""
     path = recipe.model.path

@@ -50,39 +50,18 @@ def build_sft_dataset(rows: list[dict[str, str]], recipe: Recipe, tokenizer: Any
 
 def sft_config(recipe: Recipe, run: RunContext, batching: dict[str, int]):
     """Translate a recipe into TRL's SFTConfig."""
-    import torch
     from trl import SFTConfig
 
-    opt = recipe.optim
-    on_cpu = not torch.cuda.is_available()
+    from rlbench_cli.training.run import trainer_args
+
     return SFTConfig(
-        output_dir=str(run.checkpoint_dir),
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        use_cpu=on_cpu,
-        bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
-        fp16=not on_cpu and recipe.model.dtype == "float16",
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1,
-        save_strategy="steps" if recipe.output.checkpoint_every else "no",
-        save_steps=recipe.output.checkpoint_every or 500,
-        save_total_limit=recipe.output.keep_checkpoints,
-        max_steps=batching["max_steps"],
-        learning_rate=opt.lr,
-        weight_decay=opt.weight_decay,
-        lr_scheduler_type=opt.lr_scheduler,
-        warmup_steps=opt.warmup_steps,
-        max_grad_norm=opt.max_grad_norm,
-        per_device_train_batch_size=opt.micro_batch_size,
+        **trainer_args(recipe, run, batching["max_steps"]),
         gradient_accumulation_steps=batching["gradient_accumulation_steps"],
         completion_only_loss=True,
         max_length=None,
         packing=False,
         shuffle_dataset=False,  # load_rows already shuffled with the seed; the sampler reshuffles per epoch
-        dataloader_num_workers=0,
         dataset_num_proc=None,
-        **({"gradient_checkpointing": True} if recipe.model.gradient_checkpointing else {}),
     )
 
 
