@@ -140,14 +140,13 @@ def eval_cmd(
     model: Annotated[str | None, typer.Option(help="Model folder or hub id (same as TARGET).")] = None,
     benchmarks: Annotated[str | None, typer.Option(help="Comma-separated benchmarks (default: the recipe's or "
                                                         "math500,minerva_math,olympiadbench).")] = None,
-    k: Annotated[int, typer.Option(help="Samples per problem (mean@k).")] = 16,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Max new tokens (default: the recipe's eval setting, "
-                                                            "else 4096).")] = None,
+    k: Annotated[int | None, typer.Option(help="Samples per problem (mean@k). Default: the recipe's, else 16.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: recipe's, else 1).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling (default: recipe's, else 1.0).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Max new tokens (default: recipe's, else 4096).")] = None,
     template: Annotated[str | None, typer.Option(help="Prompt template: paper, plain or raw.")] = None,
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
-    batch_size: Annotated[int, typer.Option(help="Generation batch size (results do not depend on it).")] = 64,
+    batch_size: Annotated[int | None, typer.Option(help="Generation batch size (results do not depend on it).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with local benchmark JSONL files "
                                                        "(or set RLBENCH_DATA_DIR).")] = None,
@@ -170,7 +169,8 @@ def eval_cmd(
         from rlbench_cli.testbed.model import build_base_model
 
         chosen = str(build_base_model(progress=True))
-    bench_list = _split_csv(benchmarks) or _default_benchmarks(chosen, results)
+    defaults = _eval_defaults(chosen)
+    bench_list = _split_csv(benchmarks) or defaults["benchmarks"]
     shard_t = None
     if shard:
         try:
@@ -181,45 +181,37 @@ def eval_cmd(
                             fix="write I/N with 0 <= I < N, e.g. 0/4") from None
         shard_t = (i, n)
     run_eval(
-        chosen, results_dir=results, benchmarks=bench_list, k=k, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens or _default_max_new_tokens(chosen, results), prompt_template=template,
-        backend=backend, batch_size=batch_size, seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
+        chosen, results_dir=results, benchmarks=bench_list, k=k or defaults["k"],
+        temperature=defaults["temperature"] if temperature is None else temperature,
+        top_p=top_p or defaults["top_p"], max_new_tokens=max_new_tokens or defaults["max_new_tokens"],
+        prompt_template=template, backend=backend, batch_size=batch_size or defaults["batch_size"],
+        seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
         merge=merge, console=console,
     )
 
 
-def _run_recipe_eval(chosen: str | None, results: Path) -> dict | None:
-    """The eval section of a run folder's resolved recipe, if TARGET is a run folder."""
+def _eval_defaults(chosen: str | None) -> dict:
+    """Eval settings when not given: the run's recipe `eval` section, else the testbed's or the paper's protocol."""
     import yaml
 
-    folder = Path(chosen) if chosen else None
-    if folder is None or not (folder / "recipe.yaml").is_file():
-        return None
-    try:
-        return (yaml.safe_load((folder / "recipe.yaml").read_text()) or {}).get("eval")
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _default_benchmarks(chosen: str | None, results: Path) -> list[str]:
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
 
-    section = _run_recipe_eval(chosen, results)
-    if section and section.get("benchmarks"):
-        return list(section["benchmarks"])
-    if chosen and Path(chosen).is_dir() and (Path(chosen) / "testbed.json").exists():
-        return list(TESTBED_EVAL)
-    return list(PAPER_EVAL)
-
-
-def _default_max_new_tokens(chosen: str | None, results: Path) -> int:
-    section = _run_recipe_eval(chosen, results)
-    if section and section.get("max_new_tokens"):
-        return int(section["max_new_tokens"])
-    if chosen and Path(chosen).is_dir() and (Path(chosen) / "testbed.json").exists():
-        return 64
-    return 4096
+    defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
+                "max_new_tokens": 4096, "batch_size": 64}
+    folder = Path(chosen) if chosen else None
+    if folder is not None and (folder / "testbed.json").exists():
+        defaults.update(benchmarks=list(TESTBED_EVAL), max_new_tokens=80, batch_size=256)
+    section = None
+    if folder is not None and (folder / "recipe.yaml").is_file():
+        try:
+            section = (yaml.safe_load((folder / "recipe.yaml").read_text()) or {}).get("eval")
+        except (OSError, yaml.YAMLError):
+            section = None
+    for key in defaults:
+        if section and section.get(key) is not None:
+            defaults[key] = section[key]
+    return defaults
 
 
 # -------------------------------------------------------------------------------------------------------- compare
