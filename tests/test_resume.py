@@ -254,3 +254,20 @@ def test_checkpoints_must_fall_on_rollout_boundaries(tmp_path: Path, prompts: in
     assert "checkpoint_every" in str(e.value) and "rollout" in str(e.value)
     suggested = int(str(e.value).split("output.checkpoint_every=")[1].split()[0])
     assert suggested % steps == 0 and suggested > every  # the suggestion is itself valid
+
+
+def test_resume_refuses_a_changed_recipe_but_allows_training_longer(tmp_path: Path) -> None:
+    from rlbench_cli.config import recipe_from_dict, recipe_to_yaml
+    from rlbench_cli.errors import UserError
+    from rlbench_cli.training.run import RunContext, _check_same_recipe
+
+    base = {"name": "r", "algorithm": {"name": "grpo"}, "optim": {"lr": 1e-5, "max_steps": 4},
+            "output": {"dir": str(tmp_path)}}
+    run_dir = tmp_path / "r-s0"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(base, "t"), "cmd"))
+    longer = recipe_from_dict({**base, "optim": {"lr": 1e-5, "max_steps": 8}}, "t")
+    _check_same_recipe(RunContext(longer, run_dir, "cmd"))  # no error: training longer is a resume
+    changed = recipe_from_dict({**base, "optim": {"lr": 3e-5, "max_steps": 4}}, "t")
+    with pytest.raises(UserError, match=r"optim\.lr"):
+        _check_same_recipe(RunContext(changed, run_dir, "cmd"))

@@ -385,7 +385,8 @@ def main() -> None:
                 err_console.print("interrupted")
             sys.exit(code)
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        one_line = " ".join(str(e).splitlines())  # the contract is one line, whatever a message embeds
+        err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click_errors as e:
         if type(e).__name__ == "NoArgsIsHelpError":

@@ -439,7 +439,8 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def format_validation_error(err: ValidationError, where: str) -> UserError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    # Keys come from user YAML and may hold newlines or control characters: escape them to keep one line.
+    key = ".".join(str(p) for p in loc).encode("unicode_escape").decode("ascii") or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         valid = _field_names(Recipe, loc)

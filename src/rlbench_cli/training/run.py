@@ -281,7 +281,9 @@ def _check_same_recipe(ctx: RunContext) -> None:
         return out
 
     a, b = flat(stored), flat(current)
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    # Training longer is a legitimate resume; anything else would silently mix two experiments.
+    extendable = {"optim.max_steps", "optim.epochs"}
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in extendable)
     if changed:
         details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
         raise UserError(f"the recipe changed since this run started ({details})", where=str(stored_path),
