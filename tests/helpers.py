@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(FIXTURES) not in sys.path:
@@ -48,3 +51,17 @@ def weights_hash(model_dir: Path) -> str:
 
 def metrics_without_timing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("wall_time", "tokens_per_s")} for r in rows]
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr). Any other exception fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with patch.object(sys, "argv", ["rlbench", *args]), redirect_stdout(out), redirect_stderr(err):
+        try:
+            from rlbench_cli.cli import main
+
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

@@ -6,36 +6,20 @@ in-process through `rlbench_cli.cli.main` for speed; a few subprocess cases prov
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 import yaml
+from helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlbench_cli.cli import main
-
 MINIMAL = "name: t\nalgorithm: {name: grpo}\n"
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr). Any other exception fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    with patch.object(sys, "argv", ["rlbench", *args]), redirect_stdout(out), redirect_stderr(err):
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_user_error(code: int, out: str, err: str) -> str:

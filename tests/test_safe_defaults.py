@@ -8,28 +8,15 @@ from __future__ import annotations
 import io
 import json
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
+from helpers import run_cli
 
-from rlbench_cli.cli import main
 from rlbench_cli.config import Recipe, load_recipe
 
 MINIMAL = "name: t\nalgorithm: {name: grpo}\n"
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with patch.object(sys, "argv", ["rlbench", *args]), redirect_stdout(out), redirect_stderr(err):
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize(
