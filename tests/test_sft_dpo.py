@@ -370,3 +370,17 @@ def test_train_dpo_resume_matches_uninterrupted(tiny_random_model_dir, tmp_path,
 
     a, b = _params(full.model_dir), _params(part.model_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dpo_logs_kl_to_the_initial_policy(tiny_random_model_dir, tmp_path) -> None:
+    """Iteration 1 samples from the initial policy itself (KL exactly 0); after DPO steps the policy has moved."""
+    from helpers import tiny_recipe, train_dict
+
+    from rlbench_cli.records import read_jsonl
+
+    data = tiny_recipe("dpo", tiny_random_model_dir, tmp_path, optim={"lr": 1e-2, "max_steps": 8})
+    data["algorithm"]["dpo_iterations"] = 2
+    rows = read_jsonl(train_dict(data) / "metrics.jsonl")
+    kls = [r["kl"] for r in rows]
+    assert all(k is not None for k in kls), kls
+    assert kls[0] == 0.0 and max(kls) > 0.0

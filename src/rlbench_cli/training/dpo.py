@@ -32,6 +32,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,49 @@ class IterationSample:
     n_tokens: int
 
 
+def kl_to_initial(model: Any, initial: Any, tokenizer: Any, prompts: list[str], texts: list[str], *,
+                  temperature: float = 1.0, batch_size: int = 64) -> float | None:
+    """Mean per-token KL(policy ‖ initial policy) on the policy's own samples: the low_var_kl estimate the RL
+    runners log, so the `kl` column means the same for every algorithm."""
+    import torch
+
+    from rlbench_cli.algorithms.losses import kl_penalty
+    from rlbench_cli.evaluation.generate import _encode
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        seqs, spans = [], []
+        for prompt, text in zip(prompts[start:start + batch_size], texts[start:start + batch_size], strict=True):
+            prompt_ids = _encode(tokenizer, prompt)
+            completion_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if completion_ids:
+                seqs.append(prompt_ids + completion_ids)
+                spans.append((len(prompt_ids), len(completion_ids)))
+        if not seqs:
+            continue
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+        mask = torch.zeros(len(seqs), width - 1, device=device)
+        for row, (prompt_len, completion_len) in enumerate(spans):
+            mask[row, prompt_len - 1:prompt_len - 1 + completion_len] = 1.0  # position t predicts token t+1
+        with torch.no_grad():
+            logps = [torch.log_softmax(m(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+                                       / temperature, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+                     for m in (model, initial)]
+        kl = kl_penalty(logps[0], logps[1], kind="low_var_kl")
+        total += float((kl * mask).sum())
+        count += float(mask.sum())
+    model.train(was_training)
+    return total / count if count else None
+
+
 def sample_and_pair(model: Any, tokenizer: Any, recipe: Recipe, reward_fn: Any, rows: list[dict[str, str]],
-                    prompts: list[str], iteration: int) -> IterationSample:
+                    prompts: list[str], iteration: int, initial: Any = None) -> IterationSample:
     """Sample rollout.n responses per prompt with `model`, score them, and build the iteration's pairs."""
     from rlbench_cli.evaluation.generate import generate_with_model, sample_seed
 
@@ -163,6 +205,9 @@ def sample_and_pair(model: Any, tokenizer: Any, recipe: Recipe, reward_fn: Any, 
                             recipe.algorithm.pair_strategy)
     lengths = [c.n_tokens for c in completions]
     stats = sampling_stats(rewards, correct, lengths, len(pairs), gen_time)
+    if initial is not None:
+        stats["kl"] = kl_to_initial(model, initial, tokenizer, flat_prompts, texts, temperature=ro.temperature,
+                                    batch_size=recipe.eval.batch_size)
     return IterationSample(pairs=pairs, stats=stats, n_responses=len(texts), n_tokens=sum(lengths))
 
 
@@ -274,7 +319,7 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
     from rlbench_cli.training.rewards import make_reward_fn
     from rlbench_cli.training.rl import load_policy, peft_config
 
-    num_processes = PartialState().num_processes
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))  # PartialState() reports 1 under accelerate on CPU
     if num_processes > 1:
         raise UserError("iterative DPO is implemented for one process", where="algorithm.name=dpo",
                         fix="run it without accelerate launch / torchrun (one process)")
@@ -295,6 +340,9 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
         if resume:
             _truncate_metrics(run, 0)
     model.to(PartialState().device)  # sampling runs before any trainer has placed the model
+    initial = None
+    if algo.log_kl:  # the starting policy, frozen, for the `kl` metric (from model_path, also on resume)
+        initial = load_policy(model_path, recipe)[0].to(PartialState().device).eval().requires_grad_(False)
     prompts = build_prompt_dataset(rows, recipe, tokenizer)["prompt"]
     reward_fn = make_reward_fn(recipe, console)
     step_cap = recipe.optim.max_steps
@@ -308,7 +356,7 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
                     break
                 chunk = chunks[k]
                 sample = sample_and_pair(model, tokenizer, recipe, reward_fn, [rows[i] for i in chunk],
-                                         [prompts[i] for i in chunk], k)
+                                         [prompts[i] for i in chunk], k, initial=initial)
                 samples += sample.n_responses
                 gen_tokens += sample.n_tokens
                 stats = {**sample.stats, "samples": samples, "gen_tokens": gen_tokens}

@@ -12,6 +12,7 @@ Run: `rlbench train recipes/tiny/sft.yaml`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,6 @@ def sft_config(recipe: Recipe, run: RunContext, batching: dict[str, int]):
 
 def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
               resume: bool = False) -> Path:
-    from accelerate import PartialState
     from trl import SFTTrainer
 
     from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
@@ -75,7 +75,7 @@ def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
 
     model, tokenizer = load_policy(model_path, recipe)
     dataset = build_sft_dataset(rows, recipe, tokenizer)
-    num_processes = PartialState().num_processes
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))  # PartialState() reports 1 under accelerate on CPU
     batching = sft_batching(recipe, len(rows), num_processes)
     # The Trainer seeds at construction; nothing random may run between here and train().
     trainer = SFTTrainer(model=model, args=sft_config(recipe, run, batching), train_dataset=dataset,
