@@ -40,7 +40,7 @@ from typing import Any
 
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.run import RunContext
+from rlbench_cli.training.run import RunContext, gradient_accumulation
 
 log = logging.getLogger("rlbench")
 
@@ -60,15 +60,9 @@ def iteration_chunks(n_rows: int, iterations: int) -> list[range]:
 
 def dpo_batching(recipe: Recipe, num_processes: int = 1) -> dict[str, int]:
     """Pairs per optimizer step and gradient accumulation (pure)."""
-    o = recipe.optim
-    per_step = o.mini_batch_prompts or recipe.rollout.prompts_per_batch
-    if per_step % (o.micro_batch_size * num_processes):
-        raise UserError(
-            f"pairs per optimizer step ({per_step}) is not divisible by micro_batch_size × processes "
-            f"({o.micro_batch_size} × {num_processes})", where="optim.micro_batch_size",
-            fix="change optim.micro_batch_size or optim.mini_batch_prompts",
-        )
-    return {"pairs_per_step": per_step, "gradient_accumulation_steps": per_step // (o.micro_batch_size * num_processes)}
+    per_step = recipe.optim.mini_batch_prompts or recipe.rollout.prompts_per_batch
+    return {"pairs_per_step": per_step,
+            "gradient_accumulation_steps": gradient_accumulation(recipe, per_step, "pairs", num_processes)}
 
 
 def dpo_plan(recipe: Recipe, n_prompts: int, num_processes: int = 1) -> dict[str, Any]:

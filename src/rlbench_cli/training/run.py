@@ -42,18 +42,23 @@ LABELS = {
 }
 
 
+def gradient_accumulation(recipe: Recipe, items_per_step: int, what: str, num_processes: int = 1) -> int:
+    """Micro-batches per optimizer step, so one step sees `items_per_step` items (responses, examples or pairs)."""
+    micro = recipe.optim.micro_batch_size
+    if items_per_step % (micro * num_processes):
+        raise UserError(
+            f"{what} per optimizer step ({items_per_step}) is not divisible by micro_batch_size × processes "
+            f"({micro} × {num_processes})", where="optim.micro_batch_size",
+            fix="change optim.micro_batch_size, optim.mini_batch_prompts or the number of processes",
+        )
+    return items_per_step // (micro * num_processes)
+
+
 def plan(recipe: Recipe, num_processes: int = 1, n_prompts: int | None = None) -> dict[str, Any]:
     """Batch arithmetic, per device, exactly as the runner will configure TRL."""
     r, o = recipe.rollout, recipe.optim
     mini_prompts = o.mini_batch_prompts or r.prompts_per_batch
-    responses_per_step = mini_prompts * r.n
-    if responses_per_step % (o.micro_batch_size * num_processes):
-        raise UserError(
-            f"responses per optimizer step ({responses_per_step}) is not divisible by micro_batch_size × processes "
-            f"({o.micro_batch_size} × {num_processes})", where="optim.micro_batch_size",
-            fix="change optim.micro_batch_size, optim.mini_batch_prompts or the number of processes",
-        )
-    grad_accum = responses_per_step // (o.micro_batch_size * num_processes)
+    grad_accum = gradient_accumulation(recipe, mini_prompts * r.n, "responses", num_processes)
     steps_per_rollout = recipe.steps_per_rollout
     out: dict[str, Any] = {
         "algorithm": recipe.algorithm.name,

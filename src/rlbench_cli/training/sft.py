@@ -17,24 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.config import Recipe
-from rlbench_cli.errors import UserError
-from rlbench_cli.training.run import RunContext
+from rlbench_cli.training.run import RunContext, gradient_accumulation
 
 
 def sft_batching(recipe: Recipe, n_rows: int, num_processes: int = 1) -> dict[str, int]:
     """Examples per optimizer step, gradient accumulation and the number of optimizer steps (pure)."""
     o = recipe.optim
     per_step = o.mini_batch_prompts or recipe.rollout.prompts_per_batch
-    if per_step % (o.micro_batch_size * num_processes):
-        raise UserError(
-            f"examples per optimizer step ({per_step}) is not divisible by micro_batch_size × processes "
-            f"({o.micro_batch_size} × {num_processes})", where="optim.micro_batch_size",
-            fix="change optim.micro_batch_size or optim.mini_batch_prompts",
-        )
-    max_steps = o.max_steps or max(1, math.floor(n_rows * o.epochs / per_step))
     return {"examples_per_step": per_step,
-            "gradient_accumulation_steps": per_step // (o.micro_batch_size * num_processes),
-            "max_steps": max_steps}
+            "gradient_accumulation_steps": gradient_accumulation(recipe, per_step, "examples", num_processes),
+            "max_steps": o.max_steps or max(1, math.floor(n_rows * o.epochs / per_step))}
 
 
 def build_sft_dataset(rows: list[dict[str, str]], recipe: Recipe, tokenizer: Any):
