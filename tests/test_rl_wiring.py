@@ -1,0 +1,212 @@
+"""The RL runner wires the pure functions in as the recipe says: a fixed rollout with stubbed rewards through the
+real RLBenchGRPOTrainer (TRL generation, reward call, rlbench advantages and loss).
+
+Checked against the pure functions and hand-computed values: advantages and keep mask (filter_mode honoured, RAFT's
+advantage from the verdict when reward.correct != 1, GPG's batch count without reward-less rows), the loss summed
+over gradient-accumulation micro-batches (token-mean normaliser, KL term and its sign), KL logged with kl_coef 0, and
+DAPO's dynamic sampling leaving no all-equal group in the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_recipe
+
+from rlbench_cli.algorithms.advantages import compute_advantages
+from rlbench_cli.config import RL_ALGORITHMS, recipe_from_dict
+
+N, PROMPTS = 4, 2  # one rollout = 2 prompts x 4 responses; micro-batch 4 -> 2 accumulation steps
+
+
+class StubReward:
+    """Returns the queued reward vectors in order, one per TRL reward call (None = no reward for that row)."""
+
+    __name__ = "stub_reward"
+
+    def __init__(self, *batches: list[float | None]) -> None:
+        self.batches = list(batches)
+        self.calls = 0
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        batch = self.batches[min(self.calls, len(self.batches) - 1)]
+        self.calls += 1
+        assert len(batch) == len(completions)
+        return list(batch)
+
+
+def _recipe(algorithm: str, model_dir: Path, out: Path, algo: dict | None = None, reward: dict | None = None):
+    data = tiny_recipe(algorithm, model_dir, out,
+                       rollout={"prompts_per_batch": PROMPTS, "n": N, "max_new_tokens": 6},
+                       optim={"mini_batch_prompts": PROMPTS, "micro_batch_size": 4, "max_steps": 2})
+    data["algorithm"].update(algo or {})
+    data["reward"] = dict(reward or {})
+    return recipe_from_dict(data, "test")
+
+
+def _trainer(recipe, model_dir: Path, out: Path, reward: StubReward):
+    from rlbench_cli.training.data import build_prompt_dataset
+    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config, load_policy
+    from rlbench_cli.training.run import RunContext
+
+    torch.manual_seed(0)
+    model, tok = load_policy(str(model_dir), recipe)
+    rows = [{"problem": f"Compute {i}+{i}.", "answer": str(2 * i), "solution": "", "problem_id": str(i)}
+            for i in range(8)]
+    run = RunContext(recipe, out / "run", "pytest")
+    trainer = RLBenchGRPOTrainer(model=model, args=grpo_config(recipe, run, 2), train_dataset=build_prompt_dataset(
+        rows, recipe, tok), processing_class=tok, reward_funcs=[reward], rb_recipe=recipe)
+    trainer.model.train()
+    return trainer
+
+
+def _rollout(trainer) -> dict:
+    ds = trainer.train_dataset
+    return trainer._generate_and_score_completions([ds[i // N] for i in range(PROMPTS * N)])
+
+
+def _expected(recipe, rewards: list[float | None]):
+    r = torch.tensor([float("nan") if x is None else x for x in rewards])
+    a = recipe.algorithm
+    return compute_advantages(r, r == recipe.reward.correct, N, a.estimator, std_eps=a.std_eps,
+                              drop_all_wrong=a.drop_all_wrong, drop_all_correct=a.drop_all_correct,
+                              filter_mode=a.filter_mode)
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_random_model_dir, tmp_path_factory):
+    """One trainer whose recipe each test swaps (the wiring reads trainer.rb at call time)."""
+    out = tmp_path_factory.mktemp("wiring")
+    reward = StubReward([1.0] * 8)
+    return _trainer(_recipe("grpo", tiny_random_model_dir, out), tiny_random_model_dir, out, reward), reward, out
+
+
+REWARDS = [1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a mixed group and an all-correct group
+
+
+@pytest.mark.parametrize("algorithm", [a for a in RL_ALGORITHMS if a != "dapo"])
+@pytest.mark.parametrize("filter_mode", ["zero", "drop"])
+def test_advantages_and_keep_equal_the_pure_function(shared, tiny_random_model_dir, algorithm, filter_mode):
+    trainer, reward, out = shared
+    trainer.rb = _recipe(algorithm, tiny_random_model_dir, out, algo={"filter_mode": filter_mode})
+    reward.batches, reward.calls = [REWARDS], 0
+    got = _rollout(trainer)
+    want = _expected(trainer.rb, REWARDS)
+    torch.testing.assert_close(got["advantages"].float(), want.advantages.float())
+    assert got["rb_keep"].bool().tolist() == want.keep.tolist()
+    if filter_mode == "drop" and algorithm not in ("reinforce",):
+        assert not all(want.keep.tolist()), "the drop case must drop something to test anything"
+    kept_tokens = (got["completion_mask"] * got["rb_keep"].unsqueeze(1)).sum()
+    assert float(got["num_items_in_batch"]) == float(kept_tokens)
+
+
+def test_reinforce_rej_drop_removes_the_all_equal_group(shared, tiny_random_model_dir):
+    trainer, reward, out = shared
+    trainer.rb = _recipe("reinforce_rej", tiny_random_model_dir, out, algo={"filter_mode": "drop"})
+    reward.batches, reward.calls = [REWARDS], 0
+    got = _rollout(trainer)
+    assert got["rb_keep"].bool().tolist() == [True] * 4 + [False] * 4
+    assert got["advantages"].tolist() == [1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_raft_advantage_is_the_verdict_not_the_reward(shared, tiny_random_model_dir):
+    trainer, reward, out = shared
+    trainer.rb = _recipe("raft", tiny_random_model_dir, out, reward={"correct": 2.0, "incorrect": 0.5})
+    reward.batches, reward.calls = [[2.0, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5, 0.5]], 0
+    assert _rollout(trainer)["advantages"].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_gpg_batch_count_excludes_rows_without_reward(shared, tiny_random_model_dir):
+    trainer, reward, out = shared
+    trainer.rb = _recipe("gpg", tiny_random_model_dir, out)
+    reward.batches, reward.calls = [[1.0, -1.0, None, 1.0, -1.0, -1.0, None, -1.0]], 0
+    got = _rollout(trainer)
+    # group 1 valid [1, -1, 1]: r - mean = [2/3, -4/3, 2/3]; alpha = 6 valid rows / 3 nonzero = 2
+    torch.testing.assert_close(got["advantages"], torch.tensor([4 / 3, -8 / 3, 0, 4 / 3, 0, 0, 0, 0]))
+    assert got["rb_keep"].bool().tolist() == [True, True, False, True, True, True, False, True]
+
+
+# ---------------------------------------------------------------- loss
+
+
+def _perturb(model) -> None:
+    """Move the policy away from the reference so that KL is not 0."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def _micro_losses(trainer, batch: dict) -> tuple[float, list[dict]]:
+    from trl.trainer.utils import split_tensor_dict
+
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+    chunks = split_tensor_dict(batch, trainer.args.gradient_accumulation_steps)
+    trainer._metrics["train"].clear()
+    total = sum(float(trainer._compute_loss(trainer.model, c)) for c in chunks)
+    return total, chunks
+
+
+def _logps(trainer, c: dict) -> torch.Tensor:
+    ids = torch.cat([c["prompt_ids"], c["completion_ids"]], dim=1)
+    att = torch.cat([c["prompt_mask"], c["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, att,
+                                                                 c["completion_ids"].size(1))
+    return logps
+
+
+def _k3(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (torch.exp(ref - logp) - (ref - logp) - 1).clamp(-10, 10)
+
+
+@pytest.mark.parametrize(("kl_coef", "loss_agg"), [(0.5, "token_mean"), (0.0, "token_mean"),
+                                                   (0.5, "seq_mean_token_sum_norm")])
+def test_loss_is_policy_term_plus_kl_over_the_right_normaliser(tiny_random_model_dir, tmp_path, kl_coef, loss_agg):
+    recipe = _recipe("grpo", tiny_random_model_dir, tmp_path, algo={"kl_coef": kl_coef, "loss_agg": loss_agg})
+    trainer = _trainer(recipe, tiny_random_model_dir, tmp_path, StubReward(REWARDS))
+    _perturb(trainer.model)
+    batch = _rollout(trainer)
+    assert trainer.args.gradient_accumulation_steps == 2
+    total, chunks = _micro_losses(trainer, batch)
+
+    # By hand: on-policy (ratio 1) the per-token policy loss is -A; plus kl_coef * k3(logp, ref).
+    sums, tokens, kls, kl_means = [], [], [], []
+    for c in chunks:
+        mask = c["completion_mask"] * c["rb_keep"].unsqueeze(1)
+        kl = _k3(_logps(trainer, c), c["ref_per_token_logps"])
+        per_token = -c["advantages"].unsqueeze(1) + kl_coef * kl
+        sums.append(float((per_token * mask).sum()))
+        tokens.append(float(mask.sum()))
+        kls.append(float((kl * c["completion_mask"]).sum()))
+        kl_means.append(float((kl * c["completion_mask"]).sum() / c["completion_mask"].sum()))
+    assert sum(kls) > 1e-3, "policy equals the reference: the KL checks would be vacuous"
+    if loss_agg == "token_mean":
+        expected = sum(sums) / sum(tokens)  # one token mean over the whole optimizer step
+    else:  # Dr. GRPO: sum / (rows * max_completion_length), averaged over the accumulation steps
+        expected = sum(s / (len(c["advantages"]) * 6) for s, c in zip(sums, chunks, strict=True)) / len(chunks)
+    assert total == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    # KL to the initial policy is logged per micro-batch whatever kl_coef is (0 included).
+    assert trainer._metrics["train"]["rb/kl"] == pytest.approx(kl_means, rel=1e-4)
+
+
+# ---------------------------------------------------------------- DAPO
+
+
+def test_dapo_batch_holds_no_all_equal_group(tiny_random_model_dir, tmp_path):
+    recipe = _recipe("dapo", tiny_random_model_dir, tmp_path)
+    assert recipe.algorithm.dynamic_sampling
+    # Round 1: group 0 all correct (no signal), group 1 mixed; round 2: two mixed groups.
+    reward = StubReward([1.0] * 4 + [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0])
+    trainer = _trainer(recipe, tiny_random_model_dir, tmp_path, reward)
+    got = _rollout(trainer)
+    assert reward.calls == 2 and trainer._rb_rollout["rollout_rounds"] == 2
+    assert trainer._rb_rollout["frac_all_correct"] == 0.0 and trainer._rb_rollout["frac_all_wrong"] == 0.0
+    groups = got["advantages"].view(-1, N)
+    assert len(groups) == PROMPTS and bool((groups != 0).any(dim=1).all())
+    # The kept groups: round 1's mixed group, then round 2's first group (rows stay in rollout order).
+    want = torch.cat([_expected(recipe, [1.0, -1.0, 1.0, -1.0]).advantages,
+                      _expected(recipe, [-1.0, 1.0, -1.0, -1.0]).advantages])
+    torch.testing.assert_close(got["advantages"], want)
