@@ -154,11 +154,27 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
                                                                        HealthCheck.too_slow])
 
 
-def _check_any_outcome(code: int, out: str, err: str) -> None:
-    """Either valid (exit 0) or one clean error line (exit 2); never a traceback or another exit code."""
+def _check_any_outcome(code: int, out: str, err: str, *, must_fail: bool = False) -> None:
+    """One clean error line (exit 2), or exit 0 only where the input may be valid; never a traceback.
+
+    `must_fail` is an oracle independent of the code under test: the input breaks a rule a valid recipe needs
+    (no name or algorithm, a key that is no section, not UTF-8, an override without '=', a value out of range)."""
     assert "Traceback" not in out + err
-    if code != 0:
+    if code != 0 or must_fail:
         assert_user_error(code, out, err)
+
+
+TOP_KEYS = {"name", "label", "description", "seed", "torch_threads", "model", "data", "algorithm", "rollout",
+            "optim", "reward", "eval", "output"}
+ALGOS = {"sft", "raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg",
+         "ppo", "dpo"}
+
+
+def _surely_invalid(data: dict[str, Any]) -> bool:
+    """True when a recipe mapping cannot be valid, judged from the schema's documented rules only."""
+    algo = data.get("algorithm")
+    return (bool(set(data) - TOP_KEYS) or not isinstance(data.get("name"), str) or not data.get("name")
+            or not isinstance(algo, dict) or algo.get("name") not in ALGOS)
 
 
 @FAST
@@ -168,7 +184,7 @@ def test_property_generated_recipes_never_crash(tmp_path: Path, data: dict[str, 
         data["algorithm"] = {"name": data["algorithm"]}
     path = _write(tmp_path, yaml.safe_dump(data, allow_unicode=True))
     args = ["train", str(path), "--dry-run"] if dry_run else ["validate", str(path)]
-    _check_any_outcome(*run_cli(*args))
+    _check_any_outcome(*run_cli(*args), must_fail=_surely_invalid(data))
 
 
 @FAST
@@ -176,20 +192,26 @@ def test_property_generated_recipes_never_crash(tmp_path: Path, data: dict[str, 
 def test_property_valid_base_with_junk_sections(tmp_path: Path, data: dict[str, Any]) -> None:
     base = {"name": "t", "algorithm": {"name": "grpo"}}
     path = _write(tmp_path, yaml.safe_dump({**data, **base}, allow_unicode=True))
-    _check_any_outcome(*run_cli("validate", str(path)))
+    _check_any_outcome(*run_cli("validate", str(path)), must_fail=bool(set(data) - TOP_KEYS))
 
 
 @FAST
 @given(blob=st.binary(max_size=400))
 def test_property_binary_junk(tmp_path: Path, blob: bytes) -> None:
-    _check_any_outcome(*run_cli("validate", str(_write(tmp_path, blob))))
+    # A valid recipe names its algorithm: junk without the word cannot be one.
+    _check_any_outcome(*run_cli("validate", str(_write(tmp_path, blob))), must_fail=b"algorithm" not in blob)
 
 
 @FAST
 @given(text=st.text(max_size=200), encoding=st.sampled_from(["utf-8", "utf-16", "latin-1", "utf-8-sig"]))
 def test_property_text_in_any_encoding(tmp_path: Path, text: str, encoding: str) -> None:
     raw = (MINIMAL + text).encode(encoding, errors="replace")
-    _check_any_outcome(*run_cli("validate", str(_write(tmp_path, raw))))
+    try:
+        raw.decode("utf-8")
+        not_utf8 = False
+    except UnicodeDecodeError:
+        not_utf8 = True
+    _check_any_outcome(*run_cli("validate", str(_write(tmp_path, raw))), must_fail=not_utf8)
 
 
 @FAST
@@ -197,7 +219,8 @@ def test_property_text_in_any_encoding(tmp_path: Path, text: str, encoding: str)
 def test_property_junk_overrides(tmp_path: Path, overrides: list[str]) -> None:
     path = _write(tmp_path, MINIMAL)
     overrides = [o for o in overrides if not o.startswith("-") and "\x00" not in o]
-    _check_any_outcome(*run_cli("train", str(path), *overrides, "--dry-run"))
+    _check_any_outcome(*run_cli("train", str(path), *overrides, "--dry-run"),
+                       must_fail=any("=" not in o for o in overrides))
 
 
 @FAST
@@ -207,7 +230,22 @@ def test_property_junk_overrides(tmp_path: Path, overrides: list[str]) -> None:
        value=st.one_of(st.integers(min_value=-(10**40), max_value=10**40), st.floats(), st.text(max_size=10)))
 def test_property_values_of_real_keys(tmp_path: Path, key: str, value: Any) -> None:
     path = _write(tmp_path, MINIMAL)
-    _check_any_outcome(*run_cli("validate", str(path), "--set", f"{key}={value}"))
+    _check_any_outcome(*run_cli("validate", str(path), "--set", f"{key}={value}"),
+                       must_fail=_out_of_range(key, value))
+
+
+# Documented ranges (README recipe reference): a number outside them is refused.
+RANGES = {"rollout.n": (1, 1024), "seed": (0, 2**32 - 1), "output.checkpoint_every": (0, None),
+          "optim.max_steps": (1, None), "optim.lr": (0, 1), "rollout.temperature": (0, 10)}
+
+
+def _out_of_range(key: str, value: Any) -> bool:
+    if key not in RANGES or isinstance(value, str) or value != value:  # NaN is refused too, checked below
+        return key in RANGES and not isinstance(value, str)
+    lo, hi = RANGES[key]
+    exclusive = key in ("optim.lr", "rollout.temperature")
+    below = value <= lo if exclusive else value < lo
+    return below or (hi is not None and value > hi) or value in (float("inf"), float("-inf"))
 
 
 # ---------------------------------------------------------------------------------- real subprocesses

@@ -19,7 +19,9 @@ from rlbench_cli.compare.stats import paired_bootstrap
 
 
 def _compare_json(results: Path) -> dict:
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    import rlbench_cli
+
+    src = str(Path(rlbench_cli.__file__).resolve().parents[1])  # the rlbench_cli this test imported
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
            "PYTHONHASHSEED": "random"}
     proc = subprocess.run([sys.executable, "-c", "from rlbench_cli.cli import main; main()", "compare", str(results),

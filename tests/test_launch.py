@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import sys
 from pathlib import Path
@@ -329,6 +330,12 @@ def test_two_process_cpu_run_matches_single_process(tiny_random_model_dir, tmp_p
     one_rows, two_rows = read_jsonl(single / "metrics.jsonl"), read_jsonl(double / "metrics.jsonl")
     assert len(one_rows) == len(two_rows) == 2
     assert [sorted(r) for r in one_rows] == [sorted(r) for r in two_rows]
+    # Sampling differs per process, so rollout numbers may differ; what the recipe fixes must not.
+    fixed = ("step", "samples", "lr")
+    assert [[r[k] for k in fixed] for r in one_rows] == [[r[k] for k in fixed] for r in two_rows]
+    for r in one_rows + two_rows:
+        for key in ("loss", "grad_norm", "kl", "entropy", "reward_mean", "accuracy", "response_len"):
+            assert isinstance(r[key], int | float) and math.isfinite(r[key]), (key, r[key])
     responses = 4 * 4  # prompts_per_batch × n: the same rollout size whatever the number of processes
     assert one_rows[0]["samples"] == two_rows[0]["samples"] == responses
     manifest = json.loads((double / "manifest.json").read_text())

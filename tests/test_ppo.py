@@ -267,6 +267,12 @@ def test_two_process_cpu_ppo_run(tiny_random_model_dir: Path, tmp_path: Path, mo
     one_rows, two_rows = read_jsonl(single / "metrics.jsonl"), read_jsonl(double / "metrics.jsonl")
     assert len(one_rows) == len(two_rows) == 2
     assert [sorted(r) for r in one_rows] == [sorted(r) for r in two_rows]
+    # Sampling differs per process, so rollout numbers may differ; what the recipe fixes must not.
+    fixed = ("step", "samples", "lr")
+    assert [[r[k] for k in fixed] for r in one_rows] == [[r[k] for k in fixed] for r in two_rows]
+    for r in one_rows + two_rows:
+        for key in ("loss", "grad_norm", "kl", "entropy", "reward_mean", "accuracy", "response_len"):
+            assert isinstance(r[key], int | float) and math.isfinite(r[key]), (key, r[key])
     assert one_rows[0]["samples"] == two_rows[0]["samples"] == recipe["rollout"]["prompts_per_batch"]
     for row in two_rows:
         assert row["value_loss"] is not None and math.isfinite(row["value_loss"])
