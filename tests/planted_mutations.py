@@ -1,4 +1,4 @@
-"""Plant the 12 wiring bugs of issue 16 one at a time and check that the named tests catch each.
+"""Plant the 12 wiring bugs of issue 16 (plus a variant of #5) one at a time and check that the named tests catch each.
 
 Each mutation is applied to a temporary copy of src/ (the working tree is never touched), then pytest runs the
 listed tests with that copy first on PYTHONPATH. A mutation counts as caught when pytest fails. A mutation whose
@@ -77,6 +77,10 @@ MUTATIONS = (
     Mutation("GPG batch count includes rows with no reward", "algorithms/advantages.py",
              "n_batch = int(v.sum()) if num_items is None else int(num_items)",
              "n_batch = int(v.numel()) if num_items is None else int(num_items)",
+             ("tests/test_rl_wiring.py",)),
+    Mutation("no KL metric when kl_coef is 0 (variant: the logging line)", "training/rl.py",
+             "            if kl_tokens is not None:\n                metrics",
+             "            if kl_tokens is not None and algo.kl_coef:\n                metrics",
              ("tests/test_rl_wiring.py",)),
 )
 

@@ -37,9 +37,10 @@ class StubReward:
         return list(batch)
 
 
-def _recipe(algorithm: str, model_dir: Path, out: Path, algo: dict | None = None, reward: dict | None = None):
+def _recipe(algorithm: str, model_dir: Path, out: Path, algo: dict | None = None, reward: dict | None = None,
+            prompts: int = PROMPTS):
     data = tiny_recipe(algorithm, model_dir, out,
-                       rollout={"prompts_per_batch": PROMPTS, "n": N, "max_new_tokens": 6},
+                       rollout={"prompts_per_batch": prompts, "n": N, "max_new_tokens": 6},
                        optim={"mini_batch_prompts": PROMPTS, "micro_batch_size": 4, "max_steps": 2})
     data["algorithm"].update(algo or {})
     data["reward"] = dict(reward or {})
@@ -62,9 +63,9 @@ def _trainer(recipe, model_dir: Path, out: Path, reward: StubReward):
     return trainer
 
 
-def _rollout(trainer) -> dict:
+def _rollout(trainer, prompts: int = PROMPTS) -> dict:
     ds = trainer.train_dataset
-    return trainer._generate_and_score_completions([ds[i // N] for i in range(PROMPTS * N)])
+    return trainer._generate_and_score_completions([ds[i // N] for i in range(prompts * N)])
 
 
 def _expected(recipe, rewards: list[float | None]):
@@ -140,10 +141,11 @@ def _perturb(model) -> None:
 
 
 def _micro_losses(trainer, batch: dict) -> tuple[float, list[dict]]:
+    """Sum of the micro-batch losses of the rollout's first optimizer step, and those micro-batches."""
     from trl.trainer.utils import split_tensor_dict
 
-    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
-    chunks = split_tensor_dict(batch, trainer.args.gradient_accumulation_steps)
+    trainer.current_gradient_accumulation_steps = accum = trainer.args.gradient_accumulation_steps
+    chunks = split_tensor_dict(batch, trainer.args.steps_per_generation)[:accum]
     trainer._metrics["train"].clear()
     total = sum(float(trainer._compute_loss(trainer.model, c)) for c in chunks)
     return total, chunks
@@ -162,13 +164,18 @@ def _k3(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (torch.exp(ref - logp) - (ref - logp) - 1).clamp(-10, 10)
 
 
-@pytest.mark.parametrize(("kl_coef", "loss_agg"), [(0.5, "token_mean"), (0.0, "token_mean"),
-                                                   (0.5, "seq_mean_token_sum_norm")])
-def test_loss_is_policy_term_plus_kl_over_the_right_normaliser(tiny_random_model_dir, tmp_path, kl_coef, loss_agg):
-    recipe = _recipe("grpo", tiny_random_model_dir, tmp_path, algo={"kl_coef": kl_coef, "loss_agg": loss_agg})
-    trainer = _trainer(recipe, tiny_random_model_dir, tmp_path, StubReward(REWARDS))
+@pytest.mark.parametrize(("kl_coef", "loss_agg", "prompts"), [
+    (0.5, "token_mean", PROMPTS), (0.0, "token_mean", PROMPTS), (0.5, "seq_mean_token_sum_norm", PROMPTS),
+    (0.5, "token_mean", 2 * PROMPTS),  # 2 optimizer steps per rollout (off-policy buffering)
+])
+def test_loss_is_policy_term_plus_kl_over_the_right_normaliser(tiny_random_model_dir, tmp_path, kl_coef, loss_agg,
+                                                               prompts):
+    recipe = _recipe("grpo", tiny_random_model_dir, tmp_path, algo={"kl_coef": kl_coef, "loss_agg": loss_agg},
+                     prompts=prompts)
+    trainer = _trainer(recipe, tiny_random_model_dir, tmp_path, StubReward(REWARDS * (prompts // PROMPTS)))
     _perturb(trainer.model)
-    batch = _rollout(trainer)
+    batch = _rollout(trainer, prompts)
+    assert "ref_per_token_logps" in batch, "TRL kept no reference model: KL to the initial policy cannot be logged"
     assert trainer.args.gradient_accumulation_steps == 2
     total, chunks = _micro_losses(trainer, batch)
 
@@ -183,8 +190,13 @@ def test_loss_is_policy_term_plus_kl_over_the_right_normaliser(tiny_random_model
         kls.append(float((kl * c["completion_mask"]).sum()))
         kl_means.append(float((kl * c["completion_mask"]).sum() / c["completion_mask"].sum()))
     assert sum(kls) > 1e-3, "policy equals the reference: the KL checks would be vacuous"
+    all_tokens = float((batch["completion_mask"] * batch["rb_keep"].unsqueeze(1)).sum())
+    steps = prompts // PROMPTS
+    assert steps > 1 or sum(tokens) == all_tokens
     if loss_agg == "token_mean":
-        expected = sum(sums) / sum(tokens)  # one token mean over the whole optimizer step
+        # One token mean per optimizer step; with several steps per rollout the normaliser is the rollout's kept
+        # tokens per step (verl/TRL 'dapo' use the generation batch's count).
+        expected = sum(sums) / (all_tokens / steps)
     else:  # Dr. GRPO: sum / (rows * max_completion_length), averaged over the accumulation steps
         expected = sum(s / (len(c["advantages"]) * 6) for s, c in zip(sums, chunks, strict=True)) / len(chunks)
     assert total == pytest.approx(expected, rel=1e-4, abs=1e-6)
