@@ -34,7 +34,7 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("grpo resolves to the Dr. GRPO estimator", "config.py",
-             '"grpo": {"estimator": "grpo",', '"grpo": {"estimator": "dr_grpo",',
+             '"label": "GRPO", "estimator": "grpo",', '"label": "GRPO", "estimator": "dr_grpo",',
              ("tests/test_settings_table.py",)),
     Mutation("RL runner ignores filter_mode", "training/rl.py",
              'filter_mode=algo.filter_mode or "zero",', 'filter_mode="zero",',

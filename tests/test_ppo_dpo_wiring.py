@@ -21,10 +21,10 @@ ROWS = [{"problem": f"Compute {i}+{i}.", "answer": str(2 * i), "solution": "", "
 
 
 def test_ppo_advantages_and_returns_are_gae_of_the_critic(tiny_random_model_dir: Path, tmp_path: Path) -> None:
+    from rlbench_cli.training.context import RunContext
     from rlbench_cli.training.data import build_prompt_dataset
+    from rlbench_cli.training.policy import load_policy
     from rlbench_cli.training.ppo import PPOTrainer, load_critic, ppo_config
-    from rlbench_cli.training.rl import load_policy
-    from rlbench_cli.training.run import RunContext
 
     data = tiny_recipe("ppo", tiny_random_model_dir, tmp_path)
     data["reward"] = {}
@@ -58,7 +58,7 @@ def test_ppo_advantages_and_returns_are_gae_of_the_critic(tiny_random_model_dir:
 
 def test_dpo_pairs_come_from_the_verdicts(tiny_random_model_dir: Path, tmp_path: Path) -> None:
     from rlbench_cli.training.dpo import sample_and_pair
-    from rlbench_cli.training.rl import load_policy
+    from rlbench_cli.training.policy import load_policy
 
     data = tiny_recipe("dpo", tiny_random_model_dir, tmp_path)
     data["algorithm"]["pair_strategy"] = "max_min"

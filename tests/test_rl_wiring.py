@@ -48,9 +48,10 @@ def _recipe(algorithm: str, model_dir: Path, out: Path, algo: dict | None = None
 
 
 def _trainer(recipe, model_dir: Path, out: Path, reward: StubReward):
+    from rlbench_cli.training.context import RunContext
     from rlbench_cli.training.data import build_prompt_dataset
-    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config, load_policy
-    from rlbench_cli.training.run import RunContext
+    from rlbench_cli.training.policy import load_policy
+    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config
 
     torch.manual_seed(0)
     model, tok = load_policy(str(model_dir), recipe)
