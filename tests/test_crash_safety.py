@@ -90,8 +90,12 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
-def test_atomic_write_keeps_umask_permissions(tmp_path: Path) -> None:
-    target = tmp_path / "f.json"
-    records.atomic_write_text(target, "{}")
-    mode = target.stat().st_mode & 0o777
-    assert mode == 0o666 & ~records._UMASK
+def test_atomic_write_follows_the_umask_and_creates_folders(tmp_path: Path) -> None:
+    umask = os.umask(0o027)
+    try:
+        target = tmp_path / "run" / "eval" / "math500" / "summary.json"  # folders that do not exist yet
+        records.atomic_write_json(target, OLD)
+    finally:
+        os.umask(umask)
+    assert json.loads(target.read_text()) == OLD
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the process's umask at import, not mkstemp's 0600

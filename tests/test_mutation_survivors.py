@@ -1,0 +1,72 @@
+"""Tests for mutants `make mutants` found alive that change a result a user sees (hand-computed expectations).
+
+Each test names the survivor it kills (mutmut's function and change); the README lists those left alive and why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rlbench_cli.compare.stats import combine_se, paired_bootstrap
+from rlbench_cli.evaluation.metrics import majority_answer, standard_error, summarize
+
+
+def test_summarize_of_nothing_has_the_full_schema() -> None:
+    """summarize: the empty summary's keys (a mutant renamed them)."""
+    assert summarize([]) == {"mean@k": 0.0, "mean@k_se": 0.0, "pass@k": 0.0, "pass@1": 0.0, "maj@k": 0.0, "k": 0,
+                             "n_problems": 0}
+
+
+@pytest.mark.parametrize("bad", [{"id": "a", "n": 4, "n_correct": 5, "maj_correct": True},
+                                 {"id": "a", "n": 4, "n_correct": -1, "maj_correct": False},
+                                 {"id": "a", "n": 0, "n_correct": 0, "maj_correct": False}])
+def test_summarize_rejects_impossible_counts(bad: dict) -> None:
+    """summarize: `n < 1 or not 0 <= c <= n` turned into `and` let c > n through."""
+    with pytest.raises(ValueError, match="bad counts"):
+        summarize([{"id": "ok", "n": 4, "n_correct": 1, "maj_correct": False}, bad])
+
+
+def test_standard_error_of_two_problems() -> None:
+    """standard_error: `n < 2` -> `n <= 2` returned 0 for two problems. sd([0, 1]) = 1/sqrt(2), / sqrt(2)."""
+    assert standard_error([0.0, 1.0]) == pytest.approx(0.5)
+    assert summarize([{"id": "a", "n": 2, "n_correct": 0}, {"id": "b", "n": 2, "n_correct": 2}])["mean@k_se"] == \
+        pytest.approx(0.5)
+
+
+def test_majority_vote_ignores_spacing_inside_an_answer() -> None:
+    """_vote_key: answers differing only in spaces vote together ("".join, a mutant joined with "XXXX")."""
+    assert majority_answer(["3", "\\frac {1}{2}", "\\frac{1} {2}"]) == 1
+
+
+def test_combine_se_of_nothing_is_nan() -> None:
+    """combine_se([]): nan (a mutant made it raise)."""
+    assert math.isnan(combine_se([]))
+
+
+def test_bootstrap_resamples_baseline_seeds() -> None:
+    """paired_bootstrap: the baseline's seeds are resampled too (a mutant drew only seed 0 of the baseline).
+    Arm at 0.5 vs baseline seeds at 1 and 0: diff 0, interval [-0.5, 0.5] from the baseline's seed draws."""
+    arm = np.full((1, 20), 0.5)
+    base = np.array([np.ones(20), np.zeros(20)])
+    r = paired_bootstrap([arm], [base], n_boot=4000)
+    assert r.diff == 0.0
+    assert (r.ci_low, r.ci_high) == (-0.5, 0.5)
+    assert r.n_seeds == 1 and r.n_seeds_baseline == 2
+
+
+def test_bootstrap_draws_follow_the_benchmark_key_not_its_position() -> None:
+    """paired_bootstrap: draws depend on (seed, key, problem count), so listing the benchmarks in another order
+    gives the same result (a mutant ignored `keys`, another gave every benchmark the same key)."""
+    rng = np.random.default_rng(7)
+    a1, b1, a2, b2 = (rng.random((1, 30)) for _ in range(4))
+    one = paired_bootstrap([a1, a2], [b1, b2], keys=["math500", "minerva_math"], n_boot=3000)
+    two = paired_bootstrap([a2, a1], [b2, b1], keys=["minerva_math", "math500"], n_boot=3000)
+    assert math.isclose(one.diff, two.diff) and math.isclose(one.ci_low, two.ci_low)
+    assert math.isclose(one.ci_high, two.ci_high) and math.isclose(one.p_value, two.p_value)
+    # Default keys (positions) still give each benchmark its own draws: gains [1, 0] and [0, 1] average to
+    # 0.5 in every replicate only if both benchmarks share one draw.
+    r = paired_bootstrap([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])], [np.zeros((1, 2))] * 2, n_boot=4000)
+    assert (r.ci_low, r.ci_high) == (0.0, 1.0)
