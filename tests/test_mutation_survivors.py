@@ -70,3 +70,43 @@ def test_bootstrap_draws_follow_the_benchmark_key_not_its_position() -> None:
     # 0.5 in every replicate only if both benchmarks share one draw.
     r = paired_bootstrap([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])], [np.zeros((1, 2))] * 2, n_boot=4000)
     assert (r.ci_low, r.ci_high) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("text", "rows"), [
+    ('{"a": 1}\n\n{"a": 2}\n', [{"a": 1}, {"a": 2}]),  # a blank line in the middle is skipped, not the end
+    ('{"a": 1}\n{"a": 2', [{"a": 1}]),  # a truncated last line (killed writer) is dropped
+    ('{"a": 1}\n{"a": 2\n\n', [{"a": 1}]),  # ... also when blank lines follow it
+    ("", []),
+])
+def test_read_jsonl_table(tmp_path, text: str, rows: list) -> None:
+    """read_jsonl: mutants stopped at a blank line, or returned None for a truncated tail."""
+    from rlbench_cli.records import read_jsonl
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(text, encoding="utf-8")
+    assert read_jsonl(path) == rows
+
+
+def test_read_jsonl_refuses_a_corrupt_middle_line_and_an_untolerated_tail(tmp_path) -> None:
+    """read_jsonl: only the last line may be torn, and only when tolerated (mutants flipped both rules)."""
+    from rlbench_cli.records import read_jsonl
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n', encoding="utf-8")
+    with pytest.raises(ValueError):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n{"a": 2', encoding="utf-8")
+    with pytest.raises(ValueError):
+        read_jsonl(path, tolerate_truncated_tail=False)
+
+
+def test_append_jsonl_creates_folders_and_writes_any_value_as_text(tmp_path) -> None:
+    """append_jsonl: nested new folders (mkdir parents) and non-JSON values via str (default=str)."""
+    from pathlib import Path
+
+    from rlbench_cli.records import append_jsonl, read_jsonl
+
+    path = tmp_path / "run" / "eval" / "timings.jsonl"
+    append_jsonl(path, [{"path": Path("/x/y"), "n": 1}])
+    append_jsonl(path, [{"n": 2}])
+    assert read_jsonl(path) == [{"path": "/x/y", "n": 1}, {"n": 2}]
