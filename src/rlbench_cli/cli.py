@@ -1,4 +1,4 @@
-"""The `rlbench` command line: train, eval, compare, grade, recipes, validate, env, testbed.
+"""The `rlbench` command line: train, eval, compare, runs, grade, recipes, validate, env, testbed.
 
 Heavy libraries (torch, transformers, trl) are imported inside command bodies, so `rlbench --help` and
 `rlbench validate` start instantly. Bad input raises UserError: one message, exit code 2, no traceback.
@@ -239,6 +239,32 @@ def compare(
         raise UserError("results folder not found", where=str(results_dir), fix="train and eval a run first")
     run_compare(results_dir, fmt=fmt, output=output, baseline=baseline, reference=reference, plots_dir=plots,
                 extra_columns=_split_csv(extra), metric=metric, console=console)
+
+
+# ----------------------------------------------------------------------------------------------------------- runs
+
+
+@app.command()
+def runs(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("results"),
+    status: Annotated[str | None, typer.Option(
+        help="Only these statuses, comma-separated: completed, running, interrupted, failed, broken.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Only runs of this recipe name (wildcards allowed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of lines.")] = False,
+) -> None:
+    """One line per run: name, algorithm, seed, status, steps done/planned, evaluated benchmarks, Average."""
+    import json
+
+    from rlbench_cli.compare.runs import list_runs, render_lines, to_json
+
+    lines = list_runs(results_dir, statuses=_split_csv(status) or None, recipe=recipe)
+    if as_json:
+        console.out(json.dumps(to_json(lines), indent=2), highlight=False)
+    elif lines:
+        console.out(render_lines(lines), highlight=False, end="")
+    else:
+        err_console.print(f"no runs under {results_dir}" + (" match the filters" if status or recipe else ""),
+                          markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------------------- grade
