@@ -236,8 +236,9 @@ def _eval_defaults(chosen: str | None) -> dict:
 @app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("results"),
-    fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = "rich",
-    output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv, json or lm-eval "
+                                                      "(lm-evaluation-harness results JSON).")] = "rich",
+    output: Annotated[Path | None, typer.Option(help="Write the table to this file (lm-eval: a folder).")] = None,
     baseline: Annotated[str | None, typer.Option(help="Recipe name or label to test every row against.")] = None,
     reference: Annotated[str | None, typer.Option(help="Add published rows: minimal-rl.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write training-curve and bar-chart PNGs here.")] = None,
@@ -247,8 +248,9 @@ def compare(
     """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
     from rlbench_cli.compare import run_compare
 
-    if fmt not in ("rich", "markdown", "latex", "csv", "json"):
-        raise UserError(f"unknown format {fmt!r}", where="--format", fix="use rich, markdown, latex, csv or json")
+    if fmt not in ("rich", "markdown", "latex", "csv", "json", "lm-eval"):
+        raise UserError(f"unknown format {fmt!r}", where="--format",
+                        fix="use rich, markdown, latex, csv, json or lm-eval")
     if metric not in ("mean@k", "pass@k", "maj@k", "pass@1"):
         raise UserError(f"unknown metric {metric!r}", where="--metric", fix="use mean@k, pass@k, maj@k or pass@1")
     if not results_dir.is_dir():
