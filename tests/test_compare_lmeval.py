@@ -66,6 +66,18 @@ def test_output_folder_uses_lm_eval_layout(tmp_path: Path) -> None:
     files = sorted(out.glob("*/results_*.json"))
     assert [f.parent.name for f in files] == ["Base", "GRPO", "RAFT"]
     assert json.loads(files[1].read_text())["results"]["minerva_math"]["alias"] == "minerva_math"
+    run_compare(results, fmt="lm-eval", output=tmp_path / "all.json", console=Console(file=io.StringIO()))
+    assert len(json.loads((tmp_path / "all.json").read_text())) == 3
     code, stdout, err = run_cli("compare", str(results), "--format", "lm-eval")
     assert code == 0, err
     assert [d["model_name"] for d in json.loads(stdout)] == ["Base", "RAFT", "GRPO"]  # table row order
+
+
+def test_labels_that_sanitize_alike_get_separate_folders(tmp_path: Path) -> None:
+    from test_compare_fixtures import make_run
+
+    results = tmp_path / "results"
+    for i, label in enumerate(["org/model", "org:model"]):
+        make_run(results, f"r{i}", recipe=f"r{i}", label=label, algorithm="grpo", evals={"math500": [1, 2, 3]})
+    run_compare(results, fmt="lm-eval", output=tmp_path / "out", console=Console(file=io.StringIO()))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["org__model", "org__model__2"]

@@ -9,7 +9,8 @@ seeds reports the mean over seeds and, as stderr, the standard error across seed
 summary's standard error over problems where the summary has one ("N/A" otherwise, as lm-eval writes).
 rlbench-only facts (runs, seeds, grader, data hash) sit under an extra `rlbench` key that lm-eval readers skip.
 
-With --output DIR the documents are written in lm-eval's layout under DIR; without it, a JSON list is printed.
+With --output DIR the documents are written in lm-eval's layout under DIR; with --output FILE.json, or without
+--output, they are one JSON list.
 """
 
 from __future__ import annotations
@@ -127,16 +128,29 @@ def row_document(comp: Comparison, row: Row, date: str) -> dict[str, Any] | None
 
 def lm_eval_documents(comp: Comparison) -> list[dict[str, Any]]:
     date = datetime.now().isoformat(timespec="seconds")
-    docs = [row_document(comp, row, date) for row in comp.rows]
-    return [d for d in docs if d is not None]
+    docs = [d for d in (row_document(comp, row, date) for row in comp.rows) if d is not None]
+    seen: dict[str, int] = {}
+    for doc in docs:  # two labels may sanitize alike; their folders must not overwrite each other
+        name = doc["model_name_sanitized"]
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            doc["model_name_sanitized"] = f"{name}__{seen[name]}"
+    return docs
 
 
-def write_lm_eval(docs: list[dict[str, Any]], output_dir: Path) -> list[Path]:
-    """lm-eval's layout: <output_dir>/<model_name_sanitized>/results_<date>.json, one per document."""
+def write_lm_eval(docs: list[dict[str, Any]], output: Path) -> list[Path]:
+    """lm-eval's layout: <output>/<model_name_sanitized>/results_<date>.json, one per document.
+
+    An output ending in .json instead gets the list of documents as one file.
+    """
     import json
 
     from rlbench_cli.records import atomic_write_text
 
+    if Path(output).suffix == ".json":
+        atomic_write_text(output, json.dumps(docs, indent=2, default=str, ensure_ascii=False) + "\n")
+        return [Path(output)]
+    output_dir = Path(output)
     stamp = datetime.now().isoformat().replace(":", "-")
     paths = []
     for doc in docs:

@@ -107,15 +107,16 @@ def list_runs(results_dir: Path, *, statuses: list[str] | None = None, recipe: s
     if not results_dir.is_dir():
         raise UserError("results folder not found", where=str(results_dir),
                         fix="pass the folder that `rlbench train` / `rlbench eval` wrote runs into")
-    for s in statuses or []:
-        if s not in STATUSES:
-            raise UserError(f"unknown status {s!r}", where="--status", fix=f"use any of: {', '.join(STATUSES)}")
     if (results_dir / "manifest.json").exists():
         folders = [results_dir]
     else:
         folders = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
                          and ((p / "manifest.json").exists() or (p / "eval").is_dir()))
     lines = [describe_run(p) for p in folders]
+    known = list(STATUSES) + sorted({r.status for r in lines} - set(STATUSES))  # a status a newer rlbench wrote
+    for s in statuses or []:
+        if s not in known:
+            raise UserError(f"unknown status {s!r}", where="--status", fix=f"use any of: {', '.join(known)}")
     if statuses:
         lines = [r for r in lines if r.status in statuses]
     if recipe:
