@@ -42,6 +42,19 @@ def _wandb_records(path: Path) -> list[Any]:
     return out
 
 
+def _point_trackio_at(folder: Path, monkeypatch) -> None:
+    """trackio reads TRACKIO_DIR once, at import, and TRL imports trackio when it is installed: repoint it."""
+    import sys
+
+    monkeypatch.setenv("TRACKIO_DIR", str(folder))
+    import trackio.utils
+
+    old = trackio.utils.TRACKIO_DIR
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "trackio" and getattr(module, "TRACKIO_DIR", None) == old:
+            monkeypatch.setattr(module, "TRACKIO_DIR", folder)
+
+
 def _expected(metrics: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     """metrics.jsonl as step -> {key: value} of its numeric, non-null entries."""
     return {r["step"]: {k: float(v) for k, v in r.items() if k != "step" and isinstance(v, int | float)}
@@ -71,12 +84,8 @@ def test_missing_tracker_package_is_refused_before_training(tmp_path: Path, monk
 
 @pytest.mark.slow
 def test_trackers_mirror_metrics_config_and_eval(tiny_random_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import sys
-
     trackio_dir = tmp_path / "trackio"
-    monkeypatch.setenv("TRACKIO_DIR", str(trackio_dir))  # read by trackio at import
-    if "trackio" in sys.modules:
-        pytest.fail("trackio was imported before this test could point TRACKIO_DIR at tmp_path")
+    _point_trackio_at(trackio_dir, monkeypatch)
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -143,5 +152,6 @@ def test_trackers_mirror_metrics_config_and_eval(tiny_random_model_dir: Path, tm
     for step, values in expected.items():
         assert {k: by_step[step][k] for k in values} == pytest.approx(values)
     assert any(v.get("eval/testbed_easy/mean@k") == pytest.approx(mean_k) for v in by_step.values())
+    assert SQLiteStorage.get_project_db_path("rb-test").parent == trackio_dir  # nothing written to ~/.cache
     cfg = SQLiteStorage.get_run_config("rb-test", run_dir.name)
     assert cfg["recipe"]["name"] == "t-grpo" and cfg["manifest"]["status"] == "completed"

@@ -113,6 +113,7 @@ class _Trackio:
     def __init__(self, run_dir: Path, *, name: str, run_id: str, project: str, config: dict[str, Any]) -> None:
         import trackio
 
+        self.trackio = trackio
         with _quiet():  # trackio prints a dashboard banner on stdout
             self.run = trackio.init(project=project, name=name, config=config, resume="allow",
                                     auto_log_gpu=False, auto_log_cpu=False)
@@ -127,8 +128,8 @@ class _Trackio:
         self.log(values, step)
 
     def close(self) -> None:
-        with _quiet():
-            self.run.finish()
+        with _quiet():  # trackio.finish also forgets the current run, so its atexit hook does not finish it again
+            self.trackio.finish()
 
 
 @contextlib.contextmanager
