@@ -54,7 +54,7 @@ def _steps_done(run_dir: Path, manifest: dict[str, Any]) -> int | None:
 def _steps_planned(run_dir: Path, manifest: dict[str, Any]) -> int | None:
     """The optimizer steps the run's resolved recipe plans (optim.max_steps, else epochs × its data)."""
     from rlbench_cli.config import load_recipe
-    from rlbench_cli.training.run import plan_for
+    from rlbench_cli.training.batching import plan_for
 
     if not (run_dir / "recipe.yaml").is_file():
         return None

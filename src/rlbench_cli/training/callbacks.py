@@ -1,7 +1,7 @@
 """Trainer callbacks shared by every runner: one metrics.jsonl line per optimizer step, and a rich progress bar.
 
-Every algorithm writes the same keys (run.METRIC_KEYS); a value an algorithm does not have is null. The same row
-goes to the run's experiment trackers (tracking.py, output.report_to), so their keys are metrics.jsonl's.
+Every algorithm writes the same keys (context.METRIC_KEYS); a value an algorithm does not have is null. The same
+row goes to the run's experiment trackers (tracking.py, output.report_to), so their keys are metrics.jsonl's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from rlbench_cli import tracking
 from rlbench_cli.records import append_jsonl
-from rlbench_cli.training.run import METRIC_KEYS
+from rlbench_cli.training.context import METRIC_KEYS
 
 # TRL / Trainer log key -> our key (first match wins).
 _FROM_LOGS = {
