@@ -140,3 +140,23 @@ def test_compare_tables_external_beside_rlbench_with_equal_numbers(tiny_random_m
     assert cells["vLLM"]["value"] == cells["Base"]["value"] and cells["vLLM"]["uncertainty"] == cells["Base"][
         "uncertainty"]
     assert not any("different settings" in w for w in table["warnings"])
+
+
+def test_verl_dump_on_real_math500_text(tmp_path: Path) -> None:
+    """Real MATH500 problems (LaTeX, newlines) found inside Qwen-chat-templated verl inputs."""
+    from conftest import require_shared_benchmarks
+
+    data = require_shared_benchmarks()
+    problems = load_benchmark("math500", data_dir=data, limit=5).problems
+    system = "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+    rows = [{"input": f"{system}<|im_start|>user\n{p.problem} Let's think step by step and output the final answer "
+                      f"within \\boxed{{}}.<|im_end|>\n<|im_start|>assistant\n",
+             "output": f"So the answer is $\\boxed{{{p.gold}}}$." if i < 4 else "I give up.", "gts": p.gold,
+             "score": 0.0, "step": 100}
+            for i, p in enumerate(problems)]
+    code, _, err = run_cli("eval", "--completions", str(write(tmp_path / "100.jsonl", rows)), "--label", "verl",
+                           "--benchmarks", "math500", "--data-dir", str(data), "--limit", "5", "--workers", "0",
+                           "--results", str(tmp_path / "r"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "external-verl-s0" / "eval" / "math500" / "summary.json").read_text())
+    assert [p["n_correct"] for p in summary["per_problem"]] == [1, 1, 1, 1, 0]

@@ -155,3 +155,15 @@ def test_trackers_mirror_metrics_config_and_eval(tiny_random_model_dir: Path, tm
     assert SQLiteStorage.get_project_db_path("rb-test").parent == trackio_dir  # nothing written to ~/.cache
     cfg = SQLiteStorage.get_run_config("rb-test", run_dir.name)
     assert cfg["recipe"]["name"] == "t-grpo" and cfg["manifest"]["status"] == "completed"
+
+
+def test_run_id_follows_the_run_folder_and_its_start(tmp_path: Path) -> None:
+    from rlbench_cli.tracking import eval_values, run_id
+
+    a = run_id(tmp_path / "r", "2026-01-01T00:00:00+00:00")
+    assert a == run_id(tmp_path / "r", "2026-01-01T00:00:00+00:00")  # --resume keeps started_at: same run
+    assert a != run_id(tmp_path / "r", "2026-01-02T00:00:00+00:00")  # --overwrite starts again: a new run
+    assert a != run_id(tmp_path / "other", "2026-01-01T00:00:00+00:00")
+    values = eval_values({"math500": {"status": "completed", "metrics": {"mean@k": 0.5, "k": 16, "note": "x"}},
+                          "aime": {"status": "shard", "metrics": {"mean@k": 0.1}}})
+    assert values == {"eval/math500/mean@k": 0.5, "eval/math500/k": 16.0}
