@@ -57,6 +57,7 @@ def test_structure_and_values(tmp_path: Path) -> None:
     sd = math.sqrt(sum((x - m) ** 2 for x in means) / 2)
     assert math.isclose(grpo["results"]["math500"]["mean@k_stderr,none"], sd / math.sqrt(3))
     assert grpo["rlbench"]["seeds"] == [0, 1, 2] and grpo["config"]["random_seed"] is None
+    assert grpo["config"]["model_args"] == f"pretrained={tmp_path / 'results' / 'tiny-grpo-s0' / 'model'}"
 
 
 def test_output_folder_uses_lm_eval_layout(tmp_path: Path) -> None:

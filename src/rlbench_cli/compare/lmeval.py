@@ -75,6 +75,17 @@ def _task(row: Row, col: Column) -> tuple[dict[str, Any], dict[str, Any], int] |
     return entry, config, n_problems or 0
 
 
+def _evaluated_model(run: Any) -> str:
+    """What was evaluated: a trained run's model/ (its manifest's `model` is the starting point), a base model's
+    path or hub id, or an external run's completions file."""
+    if run.kind == "train":
+        return str(run.path / "model")
+    if run.kind == "external":
+        return str((run.manifest.get("source") or {}).get("path") or run.name)
+    model = run.manifest.get("model")
+    return str(model.get("path") if isinstance(model, dict) else model or run.name)
+
+
 def row_document(comp: Comparison, row: Row, date: str) -> dict[str, Any] | None:
     """One lm-eval results document for a table row (None for published reference rows: no runs)."""
     if not row.runs:
@@ -98,8 +109,7 @@ def row_document(comp: Comparison, row: Row, date: str) -> dict[str, Any] | None
     first = row.runs[0]
     seeds = [r.seed for r in row.runs]
     settings = next(iter(configs.values()))["generation_kwargs"]
-    model_path = (first.manifest.get("model") or {}).get("path") if isinstance(first.manifest.get("model"), dict) \
-        else first.manifest.get("model")
+    model_path = _evaluated_model(first)
     return {
         "results": {t: results[t] for t in tasks},
         "group_subtasks": {t: [] for t in tasks},
@@ -109,7 +119,7 @@ def row_document(comp: Comparison, row: Row, date: str) -> dict[str, Any] | None
         "higher_is_better": {t: dict.fromkeys(METRICS, True) for t in tasks},
         "n-samples": {t: n_samples[t] for t in tasks},
         "config": {
-            "model": "rlbench", "model_args": f"pretrained={model_path or row.label}", "batch_size": None,
+            "model": "rlbench", "model_args": f"pretrained={model_path}", "batch_size": None,
             "batch_sizes": [], "device": None, "use_cache": None, "limit": None, "bootstrap_iters": 0,
             "gen_kwargs": ",".join(f"{k}={v}" for k, v in settings.items() if v is not None),
             "random_seed": seeds[0] if len(seeds) == 1 else None, "numpy_seed": None, "torch_seed": None,
