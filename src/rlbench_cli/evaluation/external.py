@@ -106,7 +106,8 @@ class ProblemIndex:
         return self._cache[key]
 
 
-def _parse_line(row: dict[str, Any], where: str, index: ProblemIndex) -> list[Completion]:
+def _parse_line(row: dict[str, Any], path: Path, lineno: int, index: ProblemIndex) -> list[Completion]:
+    where = f"{path}:{lineno}"
     bench_key, bench = _first(row, BENCHMARK_KEYS)
     bench = str(bench) if bench is not None else None
     id_key, pid = _first(row, ID_KEYS)
@@ -154,8 +155,7 @@ def _parse_line(row: dict[str, Any], where: str, index: ProblemIndex) -> list[Co
         raise UserError("a sample index with a list of completions", where=where,
                         fix="give one completion per line with sample_idx, or a list without it")
     prompt = text if text_key is not None else None
-    return [Completion(int(where.rsplit(":", 1)[1]), bench_name, str(problem.id), sample, t, prompt)
-            for t in texts]
+    return [Completion(lineno, bench_name, str(problem.id), sample, t, prompt) for t in texts]
 
 
 def read_completions(path: Path, index: ProblemIndex) -> tuple[list[Completion], dict[str, Any]]:
@@ -186,7 +186,7 @@ def read_completions(path: Path, index: ProblemIndex) -> tuple[list[Completion],
         if "step" in row:
             steps.add(row["step"])
         keys.update(row)
-        out.extend(_parse_line(row, where, index))
+        out.extend(_parse_line(row, path, lineno, index))
     if not out:
         raise UserError("no completions in the file", where=str(path))
     if len(steps) > 1:
