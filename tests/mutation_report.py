@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     counts: dict[str, Counter] = defaultdict(Counter)
     for name, status in results:
         counts[module_of(name)][status] += 1
-    cols = ["killed", "survived", "no tests", "timeout"]
+    cols = ["killed", "survived", "no tests", "timeout", "not checked"]
     print("| module | mutants | " + " | ".join(cols) + " | other | killed / tested |")
     print("|---" * (len(cols) + 4) + "|")
     total: Counter = Counter()
