@@ -1,0 +1,143 @@
+"""Wave-2 advantage estimators and reward shaping: OPO, Lite-PPO, ReMax, GFPO, REINFORCE++ (with and without group
+baseline) and KL in the reward (k1).
+
+Pure tensor functions; provenance (repository, commit, function) and every paper-vs-code choice is in
+docs/algorithms.md. Conventions as in `advantages.py`: grouped tensors are (G, n) with each prompt's n responses in
+one row; `valid` (G, n) bool marks rows that have a reward (others get 0 and do not enter group statistics).
+Per-token tensors are (N, T) with `mask` (N, T) marking response tokens. Tests: tests/test_baselines.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _prep(grouped: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    r = grouped.to(torch.float64)
+    v = ~torch.isnan(r) if valid is None else valid.to(torch.bool) & ~torch.isnan(r)
+    return torch.where(v, r, torch.zeros_like(r)), v
+
+
+def opo_advantage(grouped_rewards: torch.Tensor, lengths: torch.Tensor, *,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
+    """OPO (arXiv 2505.23585): b = sum_i |o_i| r_i / sum_i |o_i| over the group's valid responses, A = r - b.
+
+    No std division. A group of one gets b = r, so A = 0 (microsoft/LMOps opo code has no special case; later verl
+    sets b = 0 there instead). Zero-length responses weigh nothing; a group whose lengths are all 0 gets A = 0.
+    """
+    r, v = _prep(grouped_rewards, valid)
+    w = torch.where(v, lengths.to(torch.float64).reshape(r.shape), torch.zeros_like(r))
+    total = w.sum(dim=1, keepdim=True)
+    b = (w * r).sum(dim=1, keepdim=True) / total.clamp(min=1e-12)
+    a = torch.where(total > 0, r - b, torch.zeros_like(r))
+    return torch.where(v, a, torch.zeros_like(a))
+
+
+def lite_ppo_advantage(grouped_rewards: torch.Tensor, *, valid: torch.Tensor | None = None,
+                       std_eps: float = 1e-6) -> torch.Tensor:
+    """Lite-PPO (arXiv 2508.08221; ROLL reward_norm with norm_mean_type=group, norm_std_type=batch):
+    A = (r - group mean) / (std of the raw rewards over the whole batch + eps), std unbiased (torch.std).
+    A batch with one valid reward uses std 0."""
+    r, v = _prep(grouped_rewards, valid)
+    k = v.sum(dim=1, keepdim=True)
+    mean = (r * v).sum(dim=1, keepdim=True) / k.clamp(min=1)
+    n = int(v.sum())
+    flat = r[v]
+    std = flat.std(unbiased=True) if n > 1 else torch.zeros((), dtype=r.dtype)
+    a = (r - mean) / (std + std_eps)
+    return torch.where(v, a, torch.zeros_like(a))
+
+
+def remax_advantage(grouped_rewards: torch.Tensor, greedy_rewards: torch.Tensor, *,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """ReMax (arXiv 2310.10505): A = r(x, y) - r(x, y_greedy), one greedy decode per prompt as the baseline
+    (verl compute_remax_outcome_advantage: outcome reward minus the baseline). A missing (NaN) greedy reward
+    gives baseline 0."""
+    r, v = _prep(grouped_rewards, valid)
+    b = greedy_rewards.to(torch.float64).reshape(-1, 1)
+    b = torch.where(torch.isnan(b), torch.zeros_like(b), b)
+    return torch.where(v, r - b, torch.zeros_like(r))
+
+
+GFPO_METRICS = ("length", "reward_per_token")
+
+
+def gfpo_keep(grouped_rewards: torch.Tensor, lengths: torch.Tensor, k: int, metric: str = "length", *,
+              valid: torch.Tensor | None = None) -> torch.Tensor:
+    """GFPO (arXiv 2508.09726) filter: the k responses of each group that score best on `metric` -> (G, n) bool.
+
+    "length": shortest first; "reward_per_token": highest r / |o| first. Ties go to the earlier response (stable
+    sort), rows without a reward are never kept. k >= n keeps every valid row.
+    """
+    if metric not in GFPO_METRICS:
+        raise ValueError(f"unknown GFPO metric {metric!r}; use one of {GFPO_METRICS}")
+    if k < 1:
+        raise ValueError(f"GFPO keeps k >= 1 responses per group, got {k}")
+    r, v = _prep(grouped_rewards, valid)
+    length = lengths.to(torch.float64).reshape(r.shape)
+    score = -length if metric == "length" else r / length.clamp(min=1.0)
+    score = torch.where(v, score, torch.full_like(score, -float("inf")))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(r.shape[1]).expand_as(order).contiguous())
+    return (rank < k) & v
+
+
+def kl_shaped_rewards(rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                      coef: float) -> torch.Tensor:
+    """KL in the reward, sequence-level k1 ("A Comedy of Estimators", arXiv 2512.21852; verl apply_kl_penalty with
+    kl_penalty=kl summed by outcome estimators; TRL RLOOTrainer beta):
+
+        r~ = r - coef * sum_t (log pi_old(o_t) - log pi_ref(o_t))
+
+    with log pi_old the sampling policy's log-probs (on-policy: no gradient). Per-token k1 may be negative and is
+    not clamped. NaN rewards stay NaN."""
+    m = mask.to(torch.float64)
+    k1 = ((logp.detach().to(torch.float64) - ref_logp.detach().to(torch.float64)) * m).sum(dim=-1)
+    return rewards.to(torch.float64) - coef * k1
+
+
+def reinforce_pp_advantage(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, *, baseline: bool,
+                           token_kl: torch.Tensor | None = None, kl_coef: float = 0.0, gamma: float = 1.0,
+                           moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """REINFORCE++ (arXiv 2501.03262; OpenRLHF experience_maker.compute_advantages_and_returns,
+    models/utils.compute_reward): per-token advantages (N, T).
+
+    1. baseline=True (REINFORCE++-baseline): r <- r - group mean of the raw rewards (a group of one keeps r - r = 0).
+    2. token rewards: r at the last response token, minus kl_coef * k1_t at every token (k1 = log pi_old -
+       log pi_ref, clamped to +-10 as OpenRLHF compute_approx_kl), when `token_kl` is given.
+    3. return-to-go G_t = sum_{s >= t} gamma^(s-t) r_s.
+    4. whiten over all valid tokens of the (global) batch: (G - mean) / sqrt(max(var, 1e-8)), var biased.
+    `moments` = (mean, var) of G over the global batch when this is one process's slice (see `token_moments`).
+    NaN rewards count as 0 and their rows should be masked out by the caller.
+    """
+    m = mask.to(torch.float64)
+    r = torch.nan_to_num(rewards.to(torch.float64), nan=0.0)
+    if baseline:
+        grouped = r.reshape(-1, group_size)
+        r = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    token_r = torch.zeros_like(m)
+    lengths = m.sum(dim=-1).long()
+    has = lengths > 0
+    last = (m.shape[-1] - 1 - torch.flip(m, dims=[-1]).argmax(dim=-1))  # index of the last valid token
+    rows = torch.arange(m.shape[0])
+    token_r[rows[has], last[has]] = r[has]
+    if token_kl is not None and kl_coef:
+        token_r = token_r - kl_coef * token_kl.detach().to(torch.float64).clamp(-10.0, 10.0) * m
+    returns = torch.zeros_like(token_r)
+    running = torch.zeros(m.shape[0], dtype=torch.float64)
+    for t in reversed(range(m.shape[-1])):
+        running = token_r[:, t] + gamma * running * m[:, t]  # padding never carries a return backwards
+        returns[:, t] = running
+    returns = returns * m
+    mean, var = token_moments(returns, m) if moments is None else moments
+    return ((returns - mean) * torch.rsqrt(torch.as_tensor(var, dtype=torch.float64).clamp(min=1e-8))) * m
+
+
+def token_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked mean and biased variance over all valid tokens."""
+    m = mask.to(x.dtype)
+    n = m.sum().clamp(min=1.0)
+    mean = (x * m).sum() / n
+    var = (((x - mean) ** 2) * m).sum() / n
+    return mean, var
