@@ -97,29 +97,22 @@ def kl_shaped_rewards(rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch
     return rewards.to(torch.float64) - coef * k1
 
 
-def reinforce_pp_advantage(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, *, baseline: bool,
-                           token_kl: torch.Tensor | None = None, kl_coef: float = 0.0, gamma: float = 1.0,
-                           moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """REINFORCE++ (arXiv 2501.03262; OpenRLHF experience_maker.compute_advantages_and_returns,
-    models/utils.compute_reward): per-token advantages (N, T).
+def group_centred(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """r - group mean of the raw rewards (REINFORCE++-baseline's first step); NaN rewards count as 0."""
+    r = torch.nan_to_num(rewards.to(torch.float64), nan=0.0).reshape(-1, group_size)
+    return (r - r.mean(dim=1, keepdim=True)).reshape(-1)
 
-    1. baseline=True (REINFORCE++-baseline): r <- r - group mean of the raw rewards (a group of one keeps r - r = 0).
-    2. token rewards: r at the last response token, minus kl_coef * k1_t at every token (k1 = log pi_old -
-       log pi_ref, clamped to +-10 as OpenRLHF compute_approx_kl), when `token_kl` is given.
-    3. return-to-go G_t = sum_{s >= t} gamma^(s-t) r_s.
-    4. whiten over all valid tokens of the (global) batch: (G - mean) / sqrt(max(var, 1e-8)), var biased.
-    `moments` = (mean, var) of G over the global batch when this is one process's slice (see `token_moments`).
-    NaN rewards count as 0 and their rows should be masked out by the caller.
-    """
+
+def reinforce_pp_returns(rewards: torch.Tensor, mask: torch.Tensor, *, token_kl: torch.Tensor | None = None,
+                         kl_coef: float = 0.0, gamma: float = 1.0) -> torch.Tensor:
+    """REINFORCE++ token returns (N, T): the outcome reward r at the last response token, minus kl_coef * k1_t at
+    every token (k1 = log pi_old - log pi_ref, clamped to +-10 as OpenRLHF compute_approx_kl), then return-to-go
+    G_t = sum_{s >= t} gamma^(s-t) r_s. Zero outside the mask; NaN rewards count as 0."""
     m = mask.to(torch.float64)
     r = torch.nan_to_num(rewards.to(torch.float64), nan=0.0)
-    if baseline:
-        grouped = r.reshape(-1, group_size)
-        r = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
     token_r = torch.zeros_like(m)
-    lengths = m.sum(dim=-1).long()
-    has = lengths > 0
-    last = (m.shape[-1] - 1 - torch.flip(m, dims=[-1]).argmax(dim=-1))  # index of the last valid token
+    has = m.sum(dim=-1) > 0
+    last = m.shape[-1] - 1 - torch.flip(m, dims=[-1]).argmax(dim=-1)  # index of the last valid token
     rows = torch.arange(m.shape[0])
     token_r[rows[has], last[has]] = r[has]
     if token_kl is not None and kl_coef:
@@ -129,9 +122,30 @@ def reinforce_pp_advantage(rewards: torch.Tensor, mask: torch.Tensor, group_size
     for t in reversed(range(m.shape[-1])):
         running = token_r[:, t] + gamma * running * m[:, t]  # padding never carries a return backwards
         returns[:, t] = running
-    returns = returns * m
-    mean, var = token_moments(returns, m) if moments is None else moments
-    return ((returns - mean) * torch.rsqrt(torch.as_tensor(var, dtype=torch.float64).clamp(min=1e-8))) * m
+    return returns * m
+
+
+def whiten_tokens(x: torch.Tensor, mask: torch.Tensor,
+                  moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(x - mean) / sqrt(max(var, 1e-8)) over the valid tokens (OpenRLHF's global token whitening), var biased.
+    `moments` = (mean, var) over the global batch when x is one process's slice (see `token_moments`)."""
+    m = mask.to(x.dtype)
+    mean, var = token_moments(x, m) if moments is None else moments
+    return (x - mean) * torch.rsqrt(torch.as_tensor(var, dtype=x.dtype).clamp(min=1e-8)) * m
+
+
+def reinforce_pp_advantage(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, *, baseline: bool,
+                           token_kl: torch.Tensor | None = None, kl_coef: float = 0.0,
+                           gamma: float = 1.0) -> torch.Tensor:
+    """REINFORCE++ (arXiv 2501.03262; OpenRLHF experience_maker.compute_advantages_and_returns,
+    models/utils.compute_reward): per-token advantages (N, T) for one whole batch.
+
+    baseline=True (REINFORCE++-baseline) first subtracts the group mean of the raw rewards (a group of one then
+    has nothing left); then `reinforce_pp_returns` (KL as a per-token reward, return-to-go) and `whiten_tokens`
+    over all valid tokens of the batch.
+    """
+    r = group_centred(rewards, group_size) if baseline else rewards
+    return whiten_tokens(reinforce_pp_returns(r, mask, token_kl=token_kl, kl_coef=kl_coef, gamma=gamma), mask)
 
 
 def token_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,7 @@ def cispo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Ten
     (1 + eps); TRL's loss_type="cispo" reads epsilon_high as an absolute cap on rho instead.
     """
     m = mask.to(torch.bool)
-    log_ratio = (logp - old_logp).detach()
+    log_ratio = (logp - old_logp).detach().clamp(-20.0, 20.0)  # verl's overflow guard
     ratio = torch.exp(log_ratio)
     weight = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     loss = -weight * _adv(advantages, logp) * logp
