@@ -16,8 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rlbench_cli.errors import UserError
 
-RL_ALGORITHMS = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg")
+RL_ALGORITHMS = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg",
+                 "reinforce_pp", "reinforce_pp_baseline", "lite_ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov",
+                 "remax", "opo", "gfpo", "ttrl", "em_rl", "em_ft")
 ALGORITHMS = ("sft", *RL_ALGORITHMS, "ppo", "dpo")
+ESTIMATOR_NAMES = ("raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg", "opo", "lite_ppo",
+                   "remax", "reinforce_pp", "reinforce_pp_baseline")
+POLICY_LOSS_NAMES = ("ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "em_ft")
 TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
 PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
 
@@ -83,8 +88,8 @@ class AlgorithmConfig(Section):
         ..., description=f"Algorithm: {', '.join(ALGORITHMS)}."
     )
     # Advantage and group filtering (None = the algorithm's default, see ALGORITHM_DEFAULTS).
-    estimator: Literal["raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg"] | None = Field(
-        None, description="Advantage estimator (defaults from the algorithm)."
+    estimator: Literal[ESTIMATOR_NAMES] | None = Field(  # type: ignore[valid-type]
+        None, description="Advantage estimator (defaults from the algorithm): " + ", ".join(ESTIMATOR_NAMES) + "."
     )
     drop_all_wrong: bool | None = Field(None, description="Drop prompts whose responses are all wrong.")
     drop_all_correct: bool | None = Field(None, description="Drop prompts whose responses are all correct.")
@@ -132,12 +137,64 @@ class AlgorithmConfig(Section):
         "random", description="DPO: how chosen/rejected are picked: random (uniform correct vs uniform wrong), "
         "max_min (first correct vs first wrong, Online-DPO-R1), shortest (shortest correct vs uniform wrong)."
     )
+    # Wave 2 (docs/algorithms.md). None = the algorithm's default.
+    policy_loss: Literal[POLICY_LOSS_NAMES] | None = Field(  # type: ignore[valid-type]
+        None, description="Policy loss: ppo (ratio_level decides: none / PPO clip / GSPO), cispo, sapo, gmpo, kl_cov, "
+        "clip_cov, em_ft (entropy of the sampled responses, no reward).",
+    )
+    sapo_tau_pos: float | None = Field(None, gt=0, description="SAPO: gate temperature for A > 0 (paper: 1.0).")
+    sapo_tau_neg: float | None = Field(None, gt=0, description="SAPO: gate temperature for A <= 0 (paper: 1.05).")
+    cov_ratio: float | None = Field(
+        None, ge=0, le=1, description="KL-Cov / Clip-Cov: fraction of tokens selected by covariance "
+        "(KL-Cov 7B: 2e-3, 32B: 2e-4; Clip-Cov: 2e-4).",
+    )
+    cov_kl_coef: float | None = Field(None, ge=0, description="KL-Cov: coefficient of |log ratio| (authors: 1).")
+    cov_lb: float | None = Field(None, description="Clip-Cov: lower covariance bound of candidate tokens (1).")
+    cov_ub: float | None = Field(None, description="Clip-Cov: upper covariance bound of candidate tokens (5).")
+    kl_in_reward_coef: float | None = Field(
+        None, ge=0, description="KL in the reward: r - coef * sum_t (log pi_old - log pi_ref), k1, on-policy "
+        "(0 = off); per token as reward-to-go for REINFORCE++.",
+    )
+    reward_source: Literal["grader", "majority_vote", "neg_entropy", "seq_logprob"] | None = Field(
+        None, description="Training reward: grader (gold answer), majority_vote (TTRL, no gold), neg_entropy "
+        "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.",
+    )
+    em_reduce: Literal["mean", "sum"] | None = Field(
+        None, description="EM-RL: mean over tokens (authors' code) or sum (paper)."
+    )
+    vote_train_n: int | None = Field(
+        None, ge=1, description="TTRL: train on the first N responses of each group, all n vote (default n/2)."
+    )
+    gfpo_keep: int | None = Field(
+        None, ge=1, description="GFPO: keep the k best of each group's n responses (gfpo default n/2; null = off)."
+    )
+    gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
+        None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept)."
+    )
+    gfpo_filtered: Literal["zero", "drop"] | None = Field(
+        None, description="GFPO: filtered responses get advantage 0 and stay in the normaliser (paper) or leave "
+        "the loss (TRL's GFPOTrainer).",
+    )
+    ref_reset_every: int = Field(
+        0, ge=0, description="ProRL: reset the reference policy to the current one every N optimizer steps "
+        "(0 = off; needs a reference: kl_coef > 0 or log_kl).",
+    )
+    ref_reset_optimizer: bool = Field(True, description="ProRL: re-initialise the optimizer state at each reset.")
+
 
 
 class RolloutConfig(Section):
     prompts_per_batch: int = Field(8, ge=1, description="Prompts per rollout batch (paper: 1024).")
     n: int = Field(8, ge=1, le=1024, description="Responses per prompt (paper: 4; PPO: 1).")
-    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0).")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0); the start "
+                               "value of a temperature schedule.")
+    temperature_schedule: Literal["constant", "linear", "cosine", "step"] = Field(
+        "constant", description="Rollout temperature over training: constant, linear / cosine to temperature_end, "
+        "or step (+ temperature_step_size every temperature_step_every steps, capped at temperature_end).",
+    )
+    temperature_end: float | None = Field(None, gt=0, le=10, description="Final temperature of the schedule.")
+    temperature_step_every: int = Field(0, ge=0, description="Step schedule: optimizer steps between changes.")
+    temperature_step_size: float = Field(0.0, description="Step schedule: temperature change per step.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (paper: 1.0).")
     max_new_tokens: int = Field(48, ge=1, le=131072, description="Max generated tokens (paper: 3072–4096).")
     max_prompt_tokens: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens.")
@@ -268,8 +325,11 @@ class Recipe(Section):
 # Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values cite REFERENCE.md §1-2.
 _PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
 _PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
+_CLIP_ONLY = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None}
+_NO_KL = {"kl_coef": 0.0, "kl_type": "low_var_kl"}
 _COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
-           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False}
+           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False,
+           "policy_loss": "ppo", "kl_in_reward_coef": 0.0, "reward_source": "grader"}
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": {},
     "raft": {"estimator": "raft", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
@@ -288,7 +348,32 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
             "kl_coef": 0.0, "kl_type": "low_var_kl"},
     "ppo": {**_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
     "dpo": {},
+    # Wave 2: every value and where paper and code differ is in docs/algorithms.md.
+    "reinforce_pp": {"estimator": "reinforce_pp", **_CLIP_ONLY, **_NO_KL, "kl_in_reward_coef": 0.01},
+    "reinforce_pp_baseline": {"estimator": "reinforce_pp_baseline", **_CLIP_ONLY, "kl_coef": 1e-4, "kl_type": "k2"},
+    "lite_ppo": {"estimator": "lite_ppo", **_CLIP_ONLY, **_NO_KL},
+    "cispo": {"estimator": "grpo", "policy_loss": "cispo", **_CLIP_ONLY, "clip_low": 1.0, **_NO_KL},
+    "sapo": {"estimator": "grpo", "policy_loss": "sapo", "sapo_tau_pos": 1.0, "sapo_tau_neg": 1.05, **_NO_KL},
+    "gmpo": {"estimator": "grpo", "std_eps": 1e-8, "policy_loss": "gmpo", "clip_low": 0.4, "clip_high": 0.4,
+             "dual_clip_c": None, **_NO_KL},
+    "kl_cov": {"estimator": "grpo", "policy_loss": "kl_cov", "cov_ratio": 2e-3, "cov_kl_coef": 1.0,
+               "dynamic_sampling": True, **_NO_KL},
+    "clip_cov": {"estimator": "grpo", "policy_loss": "clip_cov", "clip_low": 1.0, "clip_high": 1.0,
+                 "dual_clip_c": None, "cov_ratio": 2e-4, "cov_lb": 1.0, "cov_ub": 5.0, "dynamic_sampling": True,
+                 **_NO_KL},
+    "remax": {"estimator": "remax", **_CLIP_ONLY, **_NO_KL, "kl_in_reward_coef": 0.001},
+    "opo": {"estimator": "opo", **_CLIP_ONLY, **_NO_KL},
+    "gfpo": {"estimator": "grpo", **_PPO_CLIP, **_PAPER_KL, "gfpo_metric": "length", "gfpo_filtered": "zero"},
+    "ttrl": {"estimator": "grpo", **_CLIP_ONLY, **_PAPER_KL, "reward_source": "majority_vote"},
+    "em_rl": {"estimator": "rloo", **_CLIP_ONLY, **_PAPER_KL, "reward_source": "neg_entropy", "em_reduce": "mean",
+              "entropy_coef": 0.001},
+    "em_ft": {"estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none", "clip_low": 0.2,
+              "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
 }
+# Aggregation a policy loss needs whatever the recipe says (sequence-level losses and SAPO, as their references).
+FORCED_LOSS_AGG = {"sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean", "em_ft": "seq_mean_token_mean"}
+# Settings whose default depends on the group size n.
+_HALF_GROUP = {"gfpo": "gfpo_keep", "ttrl": "vote_train_n"}
 
 
 def resolve_defaults(recipe: Recipe) -> Recipe:
@@ -298,12 +383,63 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
     for key, value in defaults.items():
         if getattr(algo, key) is None:
             setattr(algo, key, value)
+    _resolve_wave2(recipe)
     if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
         if algo.dual_clip_c != 0:
             raise UserError(f"algorithm.dual_clip_c must be 0 (off) or >= 1, got {algo.dual_clip_c}",
                             where="algorithm.dual_clip_c")
         algo.dual_clip_c = None
     return recipe
+
+
+def _resolve_wave2(recipe: Recipe) -> None:
+    """Wave-2 defaults that depend on other settings, and the combinations that cannot run."""
+    algo, n = recipe.algorithm, recipe.rollout.n
+    key = _HALF_GROUP.get(algo.name)
+    if key and getattr(algo, key) is None:
+        setattr(algo, key, max(2, n // 2))
+    forced = FORCED_LOSS_AGG.get(algo.policy_loss or "")
+    if forced:
+        algo.loss_agg = forced  # the loss is defined with this aggregation (docs/algorithms.md)
+    where = "algorithm"
+    if algo.gfpo_keep is not None and not 2 <= algo.gfpo_keep <= n:
+        raise UserError(f"algorithm.gfpo_keep ({algo.gfpo_keep}) must be in 2..rollout.n ({n}): the GRPO advantage "
+                        "over the kept responses needs at least two", where=f"{where}.gfpo_keep")
+    if algo.vote_train_n is not None and algo.vote_train_n > n:
+        raise UserError(f"algorithm.vote_train_n ({algo.vote_train_n}) exceeds rollout.n ({n})",
+                        where=f"{where}.vote_train_n", fix=f"use at most {n}")
+    group_stats = (algo.estimator in ("opo", "lite_ppo", "reinforce_pp_baseline")
+                   or algo.reward_source == "majority_vote")
+    if group_stats and n < 2:
+        raise UserError(f"{algo.name} compares the responses of a group: rollout.n must be >= 2",
+                        where="rollout.n", fix="set rollout.n=2 or more")
+    ro = recipe.rollout
+    if ro.temperature_schedule in ("linear", "cosine") and ro.temperature_end is None:
+        raise UserError(f"a {ro.temperature_schedule} temperature schedule needs rollout.temperature_end",
+                        where="rollout.temperature_end", fix="e.g. rollout.temperature_end=0.8")
+    if ro.temperature_schedule == "step" and ro.temperature_step_every < 1:
+        raise UserError("a step temperature schedule needs rollout.temperature_step_every >= 1",
+                        where="rollout.temperature_step_every")
+    every = algo.ref_reset_every
+    if every:
+        if algo.name not in RL_ALGORITHMS:
+            raise UserError(f"algorithm.ref_reset_every is for the RL runner's algorithms, not {algo.name}",
+                            where=f"{where}.ref_reset_every")
+        if not (algo.kl_coef or algo.log_kl or algo.kl_in_reward_coef):
+            raise UserError("algorithm.ref_reset_every needs a reference policy", where=f"{where}.ref_reset_every",
+                            fix="set algorithm.kl_coef > 0 or algorithm.log_kl=true")
+        if recipe.model.lora.enabled:
+            raise UserError("a reference reset cannot run with LoRA (the reference is the adapter-free base)",
+                            where=f"{where}.ref_reset_every", fix="set model.lora.enabled=false")
+        if every % recipe.steps_per_rollout:
+            raise UserError(f"algorithm.ref_reset_every ({every}) must be a multiple of the optimizer steps per "
+                            f"rollout ({recipe.steps_per_rollout}): the reference log-probs are computed per rollout",
+                            where=f"{where}.ref_reset_every")
+        ckpt = recipe.output.checkpoint_every
+        if ckpt and ckpt % every:
+            raise UserError(f"output.checkpoint_every ({ckpt}) must be a multiple of algorithm.ref_reset_every "
+                            f"({every}) so that a resumed run holds the same reference",
+                            where="output.checkpoint_every")
 
 
 # ---------------------------------------------------------------- loading, overrides and error messages

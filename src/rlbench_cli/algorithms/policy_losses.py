@@ -4,7 +4,7 @@
 Every function takes per-token log-probs of the current policy `logp` (B, T, with gradient), of the sampling policy
 `old_logp` (B, T), advantages (B,) or (B, T) and `mask` (B, T), and returns (per-token loss (B, T) zero outside the
 mask, detached stats). Sequence-level losses (GMPO, GVPO) put each sequence's loss on every one of its tokens, so
-that a per-sequence token mean gives back the sequence loss; `FORCED_AGG` names the aggregation such a loss needs.
+that a per-sequence token mean gives back the sequence loss (config.FORCED_LOSS_AGG makes recipes record it).
 `POLICY_LOSSES` is the name -> function table the runner dispatches on. Provenance: docs/algorithms.md.
 Tests: tests/test_policy_losses.py.
 """
@@ -208,8 +208,3 @@ POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Stats]]] = {
     "gvpo": gvpo_loss,
 }
 
-# Aggregation a loss needs regardless of the recipe's loss_agg (None = the recipe decides).
-FORCED_AGG: dict[str, str | None] = {
-    "ppo": None, "cispo": None, "sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean",
-    "kl_cov": None, "clip_cov": None, "gvpo": "seq_mean_token_mean",
-}

@@ -23,11 +23,18 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from rlbench_cli.algorithms.advantages import compute_advantages
-from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean, policy_loss
+from rlbench_cli.algorithms.entropy import em_ft_loss
+from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean
+from rlbench_cli.algorithms.policy_losses import POLICY_LOSSES
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
 from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+from rlbench_cli.training.rollout_signals import (
+    apply_temperature,
+    rollout_advantages,
+    shape_rewards,
+    wave2_metric_keys,
+)
 from rlbench_cli.training.run import RunContext, plan, trainer_args
 
 log = logging.getLogger("rlbench")
@@ -69,23 +76,22 @@ class RLBenchGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:  # type: ignore[override]
         algo = self.rb.algorithm
-        n = self.num_generations
+        if self.model.training and self.rb.rollout.temperature_schedule != "constant":
+            apply_temperature(self)
         out, rewards = self._score_rollout(inputs)
         gen_time = self._rb_gen_time
         if algo.dynamic_sampling and self.model.training:
             out, rewards, gen_time, rounds = self._refill(inputs, out, rewards, gen_time)
         else:
             rounds = 1
+        graded_correct = rewards == self.rb.reward.correct  # the grader's verdict: logged accuracy only
+        rewards, extra = shape_rewards(self, out, rewards)  # the training reward (EM-RL, TTRL, KL in the reward)
         correct = rewards == self.rb.reward.correct
-        result = compute_advantages(
-            rewards, correct, n, algo.estimator or "grpo", std_eps=1e-6 if algo.std_eps is None else algo.std_eps,
-            drop_all_wrong=bool(algo.drop_all_wrong), drop_all_correct=bool(algo.drop_all_correct),
-            filter_mode=algo.filter_mode or "zero",
-        )
+        result, local_adv, more = rollout_advantages(self, inputs, out, rewards, correct)
         local = slice(self.accelerator.process_index * len(out["advantages"]),
                       (self.accelerator.process_index + 1) * len(out["advantages"]))
         device = out["completion_mask"].device
-        out["advantages"] = result.advantages[local].to(device)
+        out["advantages"] = local_adv.to(device)
         keep = result.keep[local].to(device=device, dtype=out["completion_mask"].dtype)
         out["rb_keep"] = keep
         kept_tokens = (out["completion_mask"] * keep.unsqueeze(1)).sum()
@@ -99,7 +105,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         finite = rewards[~torch.isnan(rewards)]
         self._rb_rollout = {
             "reward_mean": float(finite.mean()) if len(finite) else None,
-            "accuracy": float(correct.float().mean()),
+            "accuracy": float(graded_correct.float().mean()),
             "response_len": float(lengths.mean()),
             "frac_all_correct": result.stats.get("frac_all_correct"),
             "frac_all_wrong": result.stats.get("frac_all_wrong"),
@@ -108,6 +114,8 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             "samples": self._rb_samples,
             "gen_tokens": self._rb_gen_tokens,
             "rollout_rounds": rounds,
+            "temperature": self.temperature,
+            **extra, **more,
         }
         return out
 
@@ -163,12 +171,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         old_logps = logps.detach() if old_logps is None else old_logps
 
-        per_token, stats = policy_loss(
-            logps, old_logps, inputs["advantages"], mask, ratio_level=algo.ratio_level or "token",
-            clip_low=algo.clip_low if algo.clip_low is not None else 0.2,
-            clip_high=algo.clip_high if algo.clip_high is not None else 0.2,
-            dual_clip_c=algo.dual_clip_c,
-        )
+        per_token, stats = self._policy_loss(logps, old_logps, entropies, inputs["advantages"], mask)
         ref_logps = inputs.get("ref_per_token_logps")
         kl_tokens = None
         if ref_logps is not None:
@@ -198,6 +201,24 @@ class RLBenchGRPOTrainer(GRPOTrainer):
                 metrics["rb/kl"].append(self._global_mean(kl_tokens.detach(), completion_mask))
             metrics["rb/clip_frac"].append(float(self.accelerator.gather(stats["clip_frac"].reshape(1)).mean()))
         return loss
+
+    def _policy_loss(self, logps, old_logps, entropies, advantages, mask):
+        """The recipe's policy loss (algorithms.policy_losses.POLICY_LOSSES; em_ft: the entropy itself)."""
+        algo = self.rb.algorithm
+        name = algo.policy_loss or "ppo"
+        if name == "em_ft":
+            return em_ft_loss(entropies, mask), {"clip_frac": torch.zeros((), device=logps.device)}
+
+        def pick(value, default):  # noqa: ANN001, ANN202
+            return default if value is None else value
+
+        return POLICY_LOSSES[name](
+            logps, old_logps, advantages, mask, ratio_level=algo.ratio_level or "token",
+            clip_low=pick(algo.clip_low, 0.2), clip_high=pick(algo.clip_high, 0.2), dual_clip_c=algo.dual_clip_c,
+            tau_pos=pick(algo.sapo_tau_pos, 1.0), tau_neg=pick(algo.sapo_tau_neg, 1.05),
+            cov_ratio=pick(algo.cov_ratio, 2e-4), cov_kl_coef=pick(algo.cov_kl_coef, 1.0),
+            cov_lb=pick(algo.cov_lb, 1.0), cov_ub=pick(algo.cov_ub, 5.0),
+        )
 
     def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
         totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]), reduction="sum")
@@ -238,7 +259,7 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
     GRPOConfig subclass that accepts num_generations == 1."""
     p = plan(recipe, num_processes)
     algo, ro = recipe.algorithm, recipe.rollout
-    needs_ref = bool(algo.kl_coef) or algo.log_kl
+    needs_ref = bool(algo.kl_coef) or algo.log_kl or bool(algo.kl_in_reward_coef) or bool(algo.ref_reset_every)
     return config_cls(
         **trainer_args(recipe, run, max_steps),
         save_only_model=False,
@@ -339,7 +360,15 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
                 processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
                 rb_recipe=recipe,
             )
-        fit(trainer, run, console, max_steps, resume=resume)
+        if recipe.algorithm.ref_reset_every:
+            from rlbench_cli.training.ref_reset import ReferenceResetCallback
+
+            if trainer.ref_model is None:
+                raise UserError("the reference reset needs a separate reference model",
+                                where="algorithm.ref_reset_every")
+            trainer.add_callback(ReferenceResetCallback(trainer, recipe.algorithm.ref_reset_every,
+                                                        recipe.algorithm.ref_reset_optimizer))
+        fit(trainer, run, console, max_steps, resume=resume, extra_keys=wave2_metric_keys(recipe))
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:
         if hasattr(reward_fn, "close"):

@@ -261,3 +261,19 @@ def rollout_advantages(trainer: Any, inputs: list[dict[str, Any]], out: dict[str
         mean = tot[0] / tot[2].clamp(min=1.0)
         var = tot[1] / tot[2].clamp(min=1.0) - mean ** 2
     return result, whiten_tokens(returns, mask, (mean, var)).to(torch.float32), info
+
+
+def wave2_metric_keys(recipe: Any) -> dict[str, str]:
+    """metrics.jsonl columns a wave-2 setting adds (filled from the rollout stats), beside run.METRIC_KEYS."""
+    algo, keys = recipe.algorithm, []
+    if recipe.rollout.temperature_schedule != "constant":
+        keys.append("temperature")
+    if algo.reward_source == "majority_vote":
+        keys.append("vote_share")
+    if algo.estimator == "remax":
+        keys.append("greedy_reward_mean")
+    if algo.gfpo_keep is not None:
+        keys.append("gfpo_kept_frac")
+    if algo.kl_in_reward_coef and algo.estimator not in TOKEN_ESTIMATORS:
+        keys.append("kl_reward")
+    return {k: f"rb/{k}" for k in keys}

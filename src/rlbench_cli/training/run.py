@@ -39,6 +39,9 @@ LABELS = {
     "sft": "SFT", "raft": "RAFT", "raft_pp": "RAFT++", "reinforce": "Reinforce", "reinforce_rej": "Reinforce-Rej",
     "grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "gspo": "GSPO", "rloo": "RLOO", "gpg": "GPG",
     "ppo": "PPO", "dpo": "Iterative DPO",
+    "reinforce_pp": "REINFORCE++", "reinforce_pp_baseline": "REINFORCE++-baseline", "lite_ppo": "Lite-PPO",
+    "cispo": "CISPO", "sapo": "SAPO", "gmpo": "GMPO", "kl_cov": "KL-Cov", "clip_cov": "Clip-Cov", "remax": "ReMax",
+    "opo": "OPO", "gfpo": "GFPO", "ttrl": "TTRL", "em_rl": "EM-RL", "em_ft": "EM-FT",
 }
 
 
