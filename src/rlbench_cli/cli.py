@@ -158,6 +158,10 @@ def eval_cmd(
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallelism.")] = 1,
     shard: Annotated[str | None, typer.Option(help="Evaluate shard I/N of the problems (multi-GPU).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Only merge finished shards into the summary.")] = False,
+    em_inf: Annotated[bool | None, typer.Option(
+        "--em-inf/--no-em-inf",
+        help="EM-INF: minimise each step's entropy on the logits (hf backend). Default: the recipe's eval.em_inf.",
+    )] = None,
 ) -> None:
     """Evaluate mean@k (also pass@k, maj@k) on the benchmarks. Rerunning resumes an interrupted eval."""
     from rlbench_cli.evaluation.runner import run_eval
@@ -187,8 +191,15 @@ def eval_cmd(
         prompt_template=template, backend=backend, batch_size=batch_size or defaults["batch_size"],
         seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
-        merge=merge, console=console,
+        merge=merge, console=console, em_inf=_em_inf_settings(defaults, em_inf),
     )
+
+
+def _em_inf_settings(defaults: dict, flag: bool | None) -> dict | None:
+    """EM-INF settings from the recipe's eval section (or its defaults) when on, else None."""
+    if not (defaults["em_inf"] if flag is None else flag):
+        return None
+    return {key: defaults[f"em_inf_{key}"] for key in ("threshold", "kl_weight", "lr", "steps")}
 
 
 def _eval_defaults(chosen: str | None) -> dict:
@@ -198,7 +209,8 @@ def _eval_defaults(chosen: str | None) -> dict:
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
 
     defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
-                "max_new_tokens": 4096, "batch_size": 64}
+                "max_new_tokens": 4096, "batch_size": 64, "em_inf": False, "em_inf_threshold": 0.1,
+                "em_inf_kl_weight": 0.001, "em_inf_lr": 0.1, "em_inf_steps": 3}
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
         defaults.update(benchmarks=list(TESTBED_EVAL), max_new_tokens=80, batch_size=256)

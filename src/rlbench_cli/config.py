@@ -246,6 +246,14 @@ class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (GPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
+    em_inf: bool = Field(
+        False, description="EM-INF: lower each decoding step's entropy by a few Adam steps on the logits (hf backend; "
+        "arXiv 2505.15134). Recorded in the eval settings.",
+    )
+    em_inf_threshold: float = Field(0.1, ge=0, description="EM-INF: stop once the entropy is below this (math: 0.1).")
+    em_inf_kl_weight: float = Field(0.001, ge=0, description="EM-INF: weight of KL(p_orig || p) (math: 0.001).")
+    em_inf_lr: float = Field(0.1, gt=0, description="EM-INF: Adam learning rate on the logits (0.1).")
+    em_inf_steps: int = Field(3, ge=1, le=100, description="EM-INF: Adam steps per decoding step at most (math: 3).")
 
 
 class OutputConfig(Section):
