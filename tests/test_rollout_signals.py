@@ -78,10 +78,11 @@ def test_ttrl_trains_on_the_first_half_with_vote_rewards(monkeypatch: pytest.Mon
     monkeypatch.setattr(rs, "_texts", lambda trainer, out: texts)
     tr.reward_funcs = [lambda **kw: None]  # no grader attached: rollout_signals starts an in-process one
     gold = torch.tensor([-1.0] * 8)  # the grader's (gold) rewards are ignored for training
-    rewards, info = shape_rewards(tr, _out([1] * 8), gold)
+    rewards, correct, info = shape_rewards(tr, _out([1] * 8), gold)
     # group 0 majority "3": rows 0, 1 agree; rows 2, 3 are outside the training subset (NaN)
     # group 1 answers "7", "8", "", "": the empty (unparsed) answer wins -> nothing to agree with, all incorrect
     assert rewards[:2].tolist() == [1.0, 1.0] and torch.isnan(rewards[2:4]).all()
+    assert correct.tolist() == [True, True] + [False] * 6
     assert rewards[4:6].tolist() == [-1.0, -1.0] and torch.isnan(rewards[6:]).all()
     assert info["vote_share"] == pytest.approx((0.5 + 0.5) / 2)
 
@@ -91,8 +92,9 @@ def test_kl_in_the_reward_subtracts_the_sequence_k1() -> None:
     out = _out([2, 1, 2, 2, 2, 2, 2, 2])
     out["old_per_token_logps"] = torch.full((8, 4), -1.0)
     out["ref_per_token_logps"] = torch.full((8, 4), -2.0)  # k1 = 1 per valid token
-    rewards, info = shape_rewards(tr, out, torch.ones(8))
+    rewards, correct, info = shape_rewards(tr, out, torch.ones(8))
     assert torch.allclose(rewards, torch.tensor([0.8, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8], dtype=torch.float64))
+    assert correct.all()  # correctness is judged before the KL shaping (group filters, RAFT, statistics)
     assert info["kl_reward"] == pytest.approx((2 * 7 + 1) / 8)
 
 

@@ -15,14 +15,73 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlbench_cli.errors import UserError
+from rlbench_cli.wave2_rules import ESTIMATOR_NAMES, POLICY_LOSS_NAMES, resolve_wave2
 
-RL_ALGORITHMS = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg",
-                 "reinforce_pp", "reinforce_pp_baseline", "lite_ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov",
-                 "remax", "opo", "gfpo", "ttrl", "em_rl", "em_ft")
-ALGORITHMS = ("sft", *RL_ALGORITHMS, "ppo", "dpo")
-ESTIMATOR_NAMES = ("raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg", "opo", "lite_ppo",
-                   "remax", "reinforce_pp", "reinforce_pp_baseline")
-POLICY_LOSS_NAMES = ("ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "em_ft")
+# What each algorithm is, in one place: which runner trains it (training/run.py RUNNERS), its label in tables, and
+# its default settings (TRL style: a variant is a set of settings on a shared runner, not a subclass). Settings are
+# AlgorithmConfig fields; values cite REFERENCE.md §1-2. To add an algorithm: add an entry here (and the fields it
+# needs to AlgorithmConfig, the math to algorithms/), then a recipe under recipes/.
+_PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
+_PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
+_CLIP_ONLY = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None}
+_NO_KL = {"kl_coef": 0.0, "kl_type": "low_var_kl"}
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {"runner": "sft", "label": "SFT"},
+    "raft": {"runner": "rl", "label": "RAFT", "estimator": "raft", "ratio_level": "none", "clip_low": 0.2,
+             "clip_high": 0.2, "dual_clip_c": None, **_PAPER_KL},
+    "raft_pp": {"runner": "rl", "label": "RAFT++", "estimator": "raft", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce": {"runner": "rl", "label": "Reinforce", "estimator": "reinforce", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce_rej": {"runner": "rl", "label": "Reinforce-Rej", "estimator": "reinforce_rej", **_PPO_CLIP,
+                      **_PAPER_KL},
+    "grpo": {"runner": "rl", "label": "GRPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
+    "dr_grpo": {"runner": "rl", "label": "Dr. GRPO", "estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL,
+                "loss_agg": "seq_mean_token_sum_norm"},
+    "dapo": {"runner": "rl", "label": "DAPO", "estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0,
+             "kl_type": "low_var_kl", "dynamic_sampling": True, "overlong_filter": True},
+    "gspo": {"runner": "rl", "label": "GSPO", "estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4,
+             "clip_high": 4e-4, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "rloo": {"runner": "rl", "label": "RLOO", "estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
+    "gpg": {"runner": "rl", "label": "GPG", "estimator": "gpg", "ratio_level": "none", "clip_low": 0.2,
+            "clip_high": 0.2, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "ppo": {"runner": "ppo", "label": "PPO", **_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "dpo": {"runner": "dpo", "label": "Iterative DPO"},
+    # Wave 2: every value, and where paper and code differ, is in docs/algorithms.md.
+    "reinforce_pp": {"runner": "rl", "label": "REINFORCE++", "estimator": "reinforce_pp", **_CLIP_ONLY, **_NO_KL,
+                     "kl_in_reward_coef": 0.01},
+    "reinforce_pp_baseline": {"runner": "rl", "label": "REINFORCE++-baseline", "estimator": "reinforce_pp_baseline",
+                              **_CLIP_ONLY, "kl_coef": 1e-4, "kl_type": "k2"},
+    "lite_ppo": {"runner": "rl", "label": "Lite-PPO", "estimator": "lite_ppo", **_CLIP_ONLY, **_NO_KL},
+    "cispo": {"runner": "rl", "label": "CISPO", "estimator": "grpo", "policy_loss": "cispo", **_CLIP_ONLY,
+              "clip_low": 1.0, **_NO_KL},
+    "sapo": {"runner": "rl", "label": "SAPO", "estimator": "grpo", "policy_loss": "sapo", "sapo_tau_pos": 1.0,
+             "sapo_tau_neg": 1.05, **_NO_KL},
+    "gmpo": {"runner": "rl", "label": "GMPO", "estimator": "grpo", "std_eps": 1e-8, "policy_loss": "gmpo",
+             "clip_low": 0.4, "clip_high": 0.4, "dual_clip_c": None, **_NO_KL},
+    "kl_cov": {"runner": "rl", "label": "KL-Cov", "estimator": "grpo", "policy_loss": "kl_cov", "cov_ratio": 2e-3,
+               "cov_kl_coef": 1.0, "dynamic_sampling": True, **_NO_KL},
+    "clip_cov": {"runner": "rl", "label": "Clip-Cov", "estimator": "grpo", "policy_loss": "clip_cov", "clip_low": 1.0,
+                 "clip_high": 1.0, "dual_clip_c": None, "cov_ratio": 2e-4, "cov_lb": 1.0, "cov_ub": 5.0,
+                 "dynamic_sampling": True, **_NO_KL},
+    "remax": {"runner": "rl", "label": "ReMax", "estimator": "remax", **_CLIP_ONLY, **_NO_KL,
+              "kl_in_reward_coef": 0.001},
+    "opo": {"runner": "rl", "label": "OPO", "estimator": "opo", **_CLIP_ONLY, **_NO_KL},
+    "gfpo": {"runner": "rl", "label": "GFPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL, "gfpo_metric": "length",
+             "gfpo_filtered": "zero"},
+    "ttrl": {"runner": "rl", "label": "TTRL", "estimator": "grpo", **_CLIP_ONLY, **_PAPER_KL,
+             "reward_source": "majority_vote"},
+    "em_rl": {"runner": "rl", "label": "EM-RL", "estimator": "rloo", **_CLIP_ONLY, **_PAPER_KL,
+              "reward_source": "neg_entropy", "em_reduce": "mean", "entropy_coef": 0.001},
+    "em_ft": {"runner": "rl", "label": "EM-FT", "estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none",
+              "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
+}
+# Entry keys that describe the algorithm rather than set an AlgorithmConfig field.
+ALGORITHM_META_KEYS = ("runner", "label")
+# Defaults every policy-gradient algorithm (runner rl or ppo) shares unless its entry says otherwise.
+_COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
+           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False,
+           "policy_loss": "ppo", "kl_in_reward_coef": 0.0, "reward_source": "grader"}
+ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
+RL_ALGORITHMS = tuple(name for name, entry in ALGORITHM_DEFAULTS.items() if entry["runner"] == "rl")
 TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
 PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
 
@@ -159,18 +218,13 @@ class AlgorithmConfig(Section):
         None, description="Training reward: grader (gold answer), majority_vote (TTRL, no gold), neg_entropy "
         "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.",
     )
-    em_reduce: Literal["mean", "sum"] | None = Field(
-        None, description="EM-RL: mean over tokens (authors' code) or sum (paper)."
-    )
-    vote_train_n: int | None = Field(
-        None, ge=1, description="TTRL: train on the first N responses of each group, all n vote (default n/2)."
-    )
+    em_reduce: Literal["mean", "sum"] | None = Field(None, description="EM-RL: token mean (code) or sum (paper).")
+    vote_train_n: int | None = Field(None, ge=1, description="TTRL: train on the first N of each group; all n vote.")
     gfpo_keep: int | None = Field(
         None, ge=1, description="GFPO: keep the k best of each group's n responses (gfpo default n/2; null = off)."
     )
     gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
-        None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept)."
-    )
+        None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept).")
     gfpo_filtered: Literal["zero", "drop"] | None = Field(
         None, description="GFPO: filtered responses get advantage 0 and stay in the normaliser (paper) or leave "
         "the loss (TRL's GFPOTrainer).",
@@ -330,124 +384,21 @@ class Recipe(Section):
         return self.rollout.prompts_per_batch // (self.optim.mini_batch_prompts or self.rollout.prompts_per_batch)
 
 
-# Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values cite REFERENCE.md §1-2.
-_PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
-_PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
-_CLIP_ONLY = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None}
-_NO_KL = {"kl_coef": 0.0, "kl_type": "low_var_kl"}
-_COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
-           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False,
-           "policy_loss": "ppo", "kl_in_reward_coef": 0.0, "reward_source": "grader"}
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {},
-    "raft": {"estimator": "raft", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
-             **_PAPER_KL},
-    "raft_pp": {"estimator": "raft", **_PPO_CLIP, **_PAPER_KL},
-    "reinforce": {"estimator": "reinforce", **_PPO_CLIP, **_PAPER_KL},
-    "reinforce_rej": {"estimator": "reinforce_rej", **_PPO_CLIP, **_PAPER_KL},
-    "grpo": {"estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
-    "dr_grpo": {"estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL, "loss_agg": "seq_mean_token_sum_norm"},
-    "dapo": {"estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0, "kl_type": "low_var_kl",
-             "dynamic_sampling": True, "overlong_filter": True},
-    "gspo": {"estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4, "clip_high": 4e-4,
-             "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "rloo": {"estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
-    "gpg": {"estimator": "gpg", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
-            "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "ppo": {**_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "dpo": {},
-    # Wave 2: every value and where paper and code differ is in docs/algorithms.md.
-    "reinforce_pp": {"estimator": "reinforce_pp", **_CLIP_ONLY, **_NO_KL, "kl_in_reward_coef": 0.01},
-    "reinforce_pp_baseline": {"estimator": "reinforce_pp_baseline", **_CLIP_ONLY, "kl_coef": 1e-4, "kl_type": "k2"},
-    "lite_ppo": {"estimator": "lite_ppo", **_CLIP_ONLY, **_NO_KL},
-    "cispo": {"estimator": "grpo", "policy_loss": "cispo", **_CLIP_ONLY, "clip_low": 1.0, **_NO_KL},
-    "sapo": {"estimator": "grpo", "policy_loss": "sapo", "sapo_tau_pos": 1.0, "sapo_tau_neg": 1.05, **_NO_KL},
-    "gmpo": {"estimator": "grpo", "std_eps": 1e-8, "policy_loss": "gmpo", "clip_low": 0.4, "clip_high": 0.4,
-             "dual_clip_c": None, **_NO_KL},
-    "kl_cov": {"estimator": "grpo", "policy_loss": "kl_cov", "cov_ratio": 2e-3, "cov_kl_coef": 1.0,
-               "dynamic_sampling": True, **_NO_KL},
-    "clip_cov": {"estimator": "grpo", "policy_loss": "clip_cov", "clip_low": 1.0, "clip_high": 1.0,
-                 "dual_clip_c": None, "cov_ratio": 2e-4, "cov_lb": 1.0, "cov_ub": 5.0, "dynamic_sampling": True,
-                 **_NO_KL},
-    "remax": {"estimator": "remax", **_CLIP_ONLY, **_NO_KL, "kl_in_reward_coef": 0.001},
-    "opo": {"estimator": "opo", **_CLIP_ONLY, **_NO_KL},
-    "gfpo": {"estimator": "grpo", **_PPO_CLIP, **_PAPER_KL, "gfpo_metric": "length", "gfpo_filtered": "zero"},
-    "ttrl": {"estimator": "grpo", **_CLIP_ONLY, **_PAPER_KL, "reward_source": "majority_vote"},
-    "em_rl": {"estimator": "rloo", **_CLIP_ONLY, **_PAPER_KL, "reward_source": "neg_entropy", "em_reduce": "mean",
-              "entropy_coef": 0.001},
-    "em_ft": {"estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none", "clip_low": 0.2,
-              "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
-}
-# Aggregation a policy loss needs whatever the recipe says (sequence-level losses and SAPO, as their references).
-FORCED_LOSS_AGG = {"sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean", "em_ft": "seq_mean_token_mean"}
-# Settings whose default depends on the group size n.
-_HALF_GROUP = {"gfpo": "gfpo_keep", "ttrl": "vote_train_n"}
-
-
 def resolve_defaults(recipe: Recipe) -> Recipe:
     """Fill every algorithm field left unset with the algorithm's default, so the recorded recipe is explicit."""
     algo = recipe.algorithm
-    defaults = {**_COMMON, **ALGORITHM_DEFAULTS[algo.name]} if algo.name not in ("sft", "dpo") else {}
+    entry = ALGORITHM_DEFAULTS[algo.name]
+    defaults = {**_COMMON, **entry} if entry["runner"] in ("rl", "ppo") else dict(entry)
     for key, value in defaults.items():
-        if getattr(algo, key) is None:
+        if key not in ALGORITHM_META_KEYS and getattr(algo, key) is None:
             setattr(algo, key, value)
-    _resolve_wave2(recipe)
+    resolve_wave2(recipe, RL_ALGORITHMS)
     if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
         if algo.dual_clip_c != 0:
             raise UserError(f"algorithm.dual_clip_c must be 0 (off) or >= 1, got {algo.dual_clip_c}",
                             where="algorithm.dual_clip_c")
         algo.dual_clip_c = None
     return recipe
-
-
-def _resolve_wave2(recipe: Recipe) -> None:
-    """Wave-2 defaults that depend on other settings, and the combinations that cannot run."""
-    algo, n = recipe.algorithm, recipe.rollout.n
-    key = _HALF_GROUP.get(algo.name)
-    if key and getattr(algo, key) is None:
-        setattr(algo, key, max(2, n // 2))
-    forced = FORCED_LOSS_AGG.get(algo.policy_loss or "")
-    if forced:
-        algo.loss_agg = forced  # the loss is defined with this aggregation (docs/algorithms.md)
-    where = "algorithm"
-    if algo.gfpo_keep is not None and not 2 <= algo.gfpo_keep <= n:
-        raise UserError(f"algorithm.gfpo_keep ({algo.gfpo_keep}) must be in 2..rollout.n ({n}): the GRPO advantage "
-                        "over the kept responses needs at least two", where=f"{where}.gfpo_keep")
-    if algo.vote_train_n is not None and algo.vote_train_n > n:
-        raise UserError(f"algorithm.vote_train_n ({algo.vote_train_n}) exceeds rollout.n ({n})",
-                        where=f"{where}.vote_train_n", fix=f"use at most {n}")
-    group_stats = (algo.estimator in ("opo", "lite_ppo", "reinforce_pp_baseline")
-                   or algo.reward_source == "majority_vote")
-    if group_stats and n < 2:
-        raise UserError(f"{algo.name} compares the responses of a group: rollout.n must be >= 2",
-                        where="rollout.n", fix="set rollout.n=2 or more")
-    ro = recipe.rollout
-    if ro.temperature_schedule in ("linear", "cosine") and ro.temperature_end is None:
-        raise UserError(f"a {ro.temperature_schedule} temperature schedule needs rollout.temperature_end",
-                        where="rollout.temperature_end", fix="e.g. rollout.temperature_end=0.8")
-    if ro.temperature_schedule == "step" and ro.temperature_step_every < 1:
-        raise UserError("a step temperature schedule needs rollout.temperature_step_every >= 1",
-                        where="rollout.temperature_step_every")
-    every = algo.ref_reset_every
-    if every:
-        if algo.name not in RL_ALGORITHMS:
-            raise UserError(f"algorithm.ref_reset_every is for the RL runner's algorithms, not {algo.name}",
-                            where=f"{where}.ref_reset_every")
-        if not (algo.kl_coef or algo.log_kl or algo.kl_in_reward_coef):
-            raise UserError("algorithm.ref_reset_every needs a reference policy", where=f"{where}.ref_reset_every",
-                            fix="set algorithm.kl_coef > 0 or algorithm.log_kl=true")
-        if recipe.model.lora.enabled:
-            raise UserError("a reference reset cannot run with LoRA (the reference is the adapter-free base)",
-                            where=f"{where}.ref_reset_every", fix="set model.lora.enabled=false")
-        if every % recipe.steps_per_rollout:
-            raise UserError(f"algorithm.ref_reset_every ({every}) must be a multiple of the optimizer steps per "
-                            f"rollout ({recipe.steps_per_rollout}): the reference log-probs are computed per rollout",
-                            where=f"{where}.ref_reset_every")
-        ckpt = recipe.output.checkpoint_every
-        if ckpt and ckpt % every:
-            raise UserError(f"output.checkpoint_every ({ckpt}) must be a multiple of algorithm.ref_reset_every "
-                            f"({every}) so that a resumed run holds the same reference",
-                            where="output.checkpoint_every")
 
 
 # ---------------------------------------------------------------- loading, overrides and error messages

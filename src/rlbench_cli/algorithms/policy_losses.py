@@ -1,10 +1,10 @@
-"""Wave-2 policy losses: CISPO, SAPO, GMPO, KL-Cov, Clip-Cov and GVPO, beside the PPO/GSPO/vanilla loss of
-`losses.policy_loss`.
+"""Wave-2 policy losses: CISPO, SAPO, GMPO, KL-Cov, Clip-Cov (and GVPO's, not yet selectable), beside the
+PPO/GSPO/vanilla loss of `losses.policy_loss`.
 
 Every function takes per-token log-probs of the current policy `logp` (B, T, with gradient), of the sampling policy
 `old_logp` (B, T), advantages (B,) or (B, T) and `mask` (B, T), and returns (per-token loss (B, T) zero outside the
 mask, detached stats). Sequence-level losses (GMPO, GVPO) put each sequence's loss on every one of its tokens, so
-that a per-sequence token mean gives back the sequence loss (config.FORCED_LOSS_AGG makes recipes record it).
+that a per-sequence token mean gives back the sequence loss (wave2_rules.FORCED_LOSS_AGG makes recipes record it).
 `POLICY_LOSSES` is the name -> function table the runner dispatches on. Provenance: docs/algorithms.md.
 Tests: tests/test_policy_losses.py.
 """
@@ -179,8 +179,9 @@ def gvpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         L_i = 0.5 * [(s_i - s_bar) - (R_i - R_bar)]^2 / (n - 1)
 
     with `advantages` = R_i - R_bar (Dr. GRPO, no std). The anchor is the rollout policy (old_logp), not a frozen
-    reference. The per-sequence loss is put on each token; the authors sum L_i over samples, so aggregate with
-    "seq_sum" semantics (the runner multiplies the sequence mean by the group size, see FORCED_AGG).
+    reference. The per-sequence loss is put on each token; the authors sum L_i over samples.
+    Not in POLICY_LOSSES yet: the runner must first keep each group whole inside one micro-batch (TRL shuffles the
+    rows of a generation batch before splitting it), see docs/algorithms.md.
     """
     if group_size < 2:
         raise ValueError("GVPO compares the responses of a group: group_size must be >= 2")
@@ -205,6 +206,5 @@ POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Stats]]] = {
     "gmpo": gmpo_loss,
     "kl_cov": kl_cov_loss,
     "clip_cov": clip_cov_loss,
-    "gvpo": gvpo_loss,
 }
 

@@ -124,8 +124,10 @@ def _majority_rewards(trainer: Any, out: dict[str, Any], n: int) -> tuple[torch.
     return torch.tensor(rewards, dtype=torch.float64), float(sum(shares) / max(len(shares), 1))
 
 
-def shape_rewards(trainer: Any, out: dict[str, Any], rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The global training rewards (N,) of this rollout and extra rollout metrics.
+def shape_rewards(trainer: Any, out: dict[str, Any],
+                  rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The global training rewards (N,) of this rollout, which of them count as correct (before the KL shaping), and
+    extra rollout metrics.
 
     reward_source grader keeps the grader's rewards; neg_entropy / seq_logprob (EM-RL) and majority_vote (TTRL)
     replace them (the gold answer then only feeds the logged accuracy). Then TTRL's training subset (rows past
@@ -149,6 +151,7 @@ def shape_rewards(trainer: Any, out: dict[str, Any], rewards: torch.Tensor) -> t
     if algo.vote_train_n is not None and algo.vote_train_n < n:
         subset = torch.tensor(train_subset(n, algo.vote_train_n)).repeat(len(rewards) // n)
         rewards = torch.where(subset, rewards, torch.full_like(rewards, float("nan")))
+    correct = rewards == trainer.rb.reward.correct
     if algo.kl_in_reward_coef and algo.estimator not in TOKEN_ESTIMATORS:
         ref = out.get("ref_per_token_logps")
         if ref is None:
@@ -157,7 +160,7 @@ def shape_rewards(trainer: Any, out: dict[str, Any], rewards: torch.Tensor) -> t
         k1 = kl_shaped_rewards(torch.zeros(len(mask)), logps.cpu(), ref.cpu(), mask.cpu(), 1.0)  # = -sum k1
         info["kl_reward"] = float(-_gather(trainer, k1).mean())
         rewards = rewards + algo.kl_in_reward_coef * _gather(trainer, k1)
-    return rewards, info
+    return rewards, correct, info
 
 
 # ------------------------------------------------------------------------------------------- ReMax
@@ -264,7 +267,7 @@ def rollout_advantages(trainer: Any, inputs: list[dict[str, Any]], out: dict[str
 
 
 def wave2_metric_keys(recipe: Any) -> dict[str, str]:
-    """metrics.jsonl columns a wave-2 setting adds (filled from the rollout stats), beside run.METRIC_KEYS."""
+    """metrics.jsonl columns a wave-2 setting adds (filled from the rollout stats), beside context.METRIC_KEYS."""
     algo, keys = recipe.algorithm, []
     if recipe.rollout.temperature_schedule != "constant":
         keys.append("temperature")
