@@ -31,6 +31,7 @@ def _samples(results: Path, model: Path) -> list[str]:
     return [done[key]["completion"] for key in sorted(done)]
 
 
+@pytest.mark.slow
 def test_em_inf_changes_samples_and_is_recorded(tiny_random_model_dir: Path, tmp_path: Path) -> None:
     _eval(tiny_random_model_dir, tmp_path / "plain")
     summary = _eval(tiny_random_model_dir, tmp_path / "em", em_inf=EM_INF)[BENCH]
