@@ -45,10 +45,12 @@ def test_dry_run_prints_the_resolved_choices() -> None:
     ("rollout.temperature_schedule=linear", "temperature_end"),
     ("algorithm.policy_loss=gvpo", "policy_loss"),
     ("algorithm.vote_train_n=9", "vote_train_n"),
+    ("algorithm.drop_all_wrong=true", "reward_source"),
 ])
 def test_impossible_settings_are_one_line_errors(override: str, key: str) -> None:
-    recipe = "recipes/tiny/gfpo.yaml" if "gfpo" in override else "recipes/tiny/ttrl.yaml" if "vote" in override \
-        else "recipes/tiny/grpo.yaml"
+    recipe = {"gfpo": "gfpo", "vote": "ttrl", "drop": "em_rl"}.get(next((k for k in ("gfpo", "vote", "drop")
+                                                                     if k in override), ""), "grpo")
+    recipe = f"recipes/tiny/{recipe}.yaml"
     code, out, err = run_cli("validate", recipe, "--set", override)
     assert code == 2, (out, err)
     assert key in err and "Traceback" not in err

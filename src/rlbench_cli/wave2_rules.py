@@ -39,6 +39,9 @@ def resolve_wave2(recipe: Any, rl_algorithms: tuple[str, ...]) -> None:
     if group_stats and n < 2:
         raise UserError(f"{algo.name} compares the responses of a group: rollout.n must be >= 2",
                         where="rollout.n", fix="set rollout.n=2 or more")
+    if algo.reward_source in ("neg_entropy", "seq_logprob") and (algo.drop_all_wrong or algo.drop_all_correct):
+        raise UserError("EM-RL rewards are not correct / wrong, so drop_all_wrong / drop_all_correct have no meaning",
+                        where=f"{where}.reward_source", fix="set algorithm.drop_all_wrong=false drop_all_correct=false")
     ro = recipe.rollout
     if ro.temperature_schedule in ("linear", "cosine") and ro.temperature_end is None:
         raise UserError(f"a {ro.temperature_schedule} temperature schedule needs rollout.temperature_end",
