@@ -102,3 +102,19 @@ def test_metric_columns_follow_the_settings() -> None:
     assert wave2_metric_keys(_trainer({"name": "grpo"}).rb) == {}
     keys = wave2_metric_keys(_trainer({"name": "ttrl"}, temperature_schedule="linear", temperature_end=0.5).rb)
     assert set(keys) == {"vote_share", "temperature"}
+
+
+def test_shuffle_groups_keeps_each_group_whole_and_in_order() -> None:
+    from rlbench_cli.training.rollout_signals import shuffle_groups
+
+    torch.manual_seed(3)
+    batch = {"completion_mask": torch.arange(12).reshape(6, 2), "advantages": torch.arange(6.0),
+             "names": list("abcdef"), "num_items_in_batch": torch.tensor(7.0)}
+    out = shuffle_groups(batch, 2)
+    groups = out["advantages"].view(3, 2)
+    assert sorted(groups[:, 0].tolist()) == [0.0, 2.0, 4.0] and (groups[:, 1] - groups[:, 0] == 1).all()
+    assert out["names"] == [chr(ord("a") + int(i)) for i in out["advantages"].tolist()]
+    assert torch.equal(out["completion_mask"][:, 0] // 2, out["advantages"].long())
+    assert out["num_items_in_batch"].item() == 7.0  # scalars untouched
+    with pytest.raises(ValueError):
+        shuffle_groups(batch, 4)

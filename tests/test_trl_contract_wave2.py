@@ -41,5 +41,14 @@ def test_private_methods_used_by_the_wave2_code() -> None:
     params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
     assert {"batch_size", "compute_entropy"} <= set(params)
     assert callable(SyncRefModelCallback.sync_target_model)
+    # GVPO's _prepare_inputs replicates TRL's buffering with a group shuffle: TRL's must still look like this
+    prep = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for piece in ("generate_every = self.args.steps_per_generation * self.num_iterations", "shuffle_sequence_dict",
+                  "split_tensor_dict(generation_batch, self.args.steps_per_generation)",
+                  "self._buffered_inputs[self._step % self.args.steps_per_generation]"):
+        assert piece in prep, piece
+    from transformers import Trainer
+
+    assert "self._prepare_inputs(" in inspect.getsource(Trainer.training_step)  # GRPOTrainer calls super()
     src = inspect.getsource(GRPOTrainer.__init__)
     assert "self.generation_config = GenerationConfig(" in src and "self.generation_kwargs = generation_kwargs" in src

@@ -13,7 +13,7 @@ from rlbench_cli.config import ALGORITHM_DEFAULTS, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 WAVE2 = ("reinforce_pp", "reinforce_pp_baseline", "lite_ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "remax",
-         "opo", "gfpo", "ttrl", "em_rl", "em_ft")
+         "gvpo", "opo", "gfpo", "ttrl", "em_rl", "em_ft")
 
 
 @pytest.mark.parametrize("name", WAVE2)
@@ -43,13 +43,14 @@ def test_dry_run_prints_the_resolved_choices() -> None:
     ("algorithm.gfpo_keep=99", "gfpo_keep"),
     ("algorithm.ref_reset_every=3", "ref_reset_every"),          # not a multiple of the 2 steps per rollout
     ("rollout.temperature_schedule=linear", "temperature_end"),
-    ("algorithm.policy_loss=gvpo", "policy_loss"),
+    ("algorithm.policy_loss=gvpo_x", "policy_loss"),
     ("algorithm.vote_train_n=9", "vote_train_n"),
     ("algorithm.drop_all_wrong=true", "reward_source"),
+    ("optim.micro_batch_size=4", "whole groups"),   # GVPO: divides the step, but not a multiple of n = 8
 ])
 def test_impossible_settings_are_one_line_errors(override: str, key: str) -> None:
-    recipe = {"gfpo": "gfpo", "vote": "ttrl", "drop": "em_rl"}.get(next((k for k in ("gfpo", "vote", "drop")
-                                                                     if k in override), ""), "grpo")
+    recipe = {"gfpo": "gfpo", "vote": "ttrl", "drop": "em_rl", "micro": "gvpo"}.get(
+        next((k for k in ("gfpo", "vote", "drop", "micro") if k in override), ""), "grpo")
     recipe = f"recipes/tiny/{recipe}.yaml"
     code, out, err = run_cli("validate", recipe, "--set", override)
     assert code == 2, (out, err)

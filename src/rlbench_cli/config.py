@@ -71,6 +71,8 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
              "reward_source": "majority_vote"},
     "em_rl": {"runner": "rl", "label": "EM-RL", "estimator": "rloo", **_CLIP_ONLY, **_PAPER_KL,
               "reward_source": "neg_entropy", "em_reduce": "mean", "entropy_coef": 0.001},
+    "gvpo": {"runner": "rl", "label": "GVPO", "estimator": "dr_grpo", "policy_loss": "gvpo", "gvpo_beta": 0.1,
+             "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
     "em_ft": {"runner": "rl", "label": "EM-FT", "estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none",
               "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
 }
@@ -167,9 +169,9 @@ class AlgorithmConfig(Section):
     dual_clip_c: float | None = Field(
         None, ge=0, description="Dual-clip bound c for negative advantages (0 disables; null = algorithm default)."
     )
-    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
-        None, description="Loss aggregation over the mini-batch."
-    )
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_sum_token_mean"] | None = (
+        Field(None, description="Loss aggregation over the mini-batch (seq_sum_token_mean: GVPO's sum over "
+              "sequences per micro-batch / accumulation steps)."))
     kl_coef: float | None = Field(None, ge=0, description="KL-to-initial-policy loss coefficient (0 = off).")
     kl_type: Literal["low_var_kl", "k1", "k2"] | None = Field(None, description="KL estimator in the loss.")
     log_kl: bool = Field(
@@ -201,6 +203,7 @@ class AlgorithmConfig(Section):
         None, description="Policy loss: ppo (ratio_level decides: none / PPO clip / GSPO), cispo, sapo, gmpo, kl_cov, "
         "clip_cov, em_ft (entropy of the sampled responses, no reward).",
     )
+    gvpo_beta: float | None = Field(None, gt=0, description="GVPO: beta of the implicit reward (authors: 0.1).")
     sapo_tau_pos: float | None = Field(None, gt=0, description="SAPO: gate temperature for A > 0 (paper: 1.0).")
     sapo_tau_neg: float | None = Field(None, gt=0, description="SAPO: gate temperature for A <= 0 (paper: 1.05).")
     cov_ratio: float | None = Field(
@@ -220,9 +223,7 @@ class AlgorithmConfig(Section):
     )
     em_reduce: Literal["mean", "sum"] | None = Field(None, description="EM-RL: token mean (code) or sum (paper).")
     vote_train_n: int | None = Field(None, ge=1, description="TTRL: train on the first N of each group; all n vote.")
-    gfpo_keep: int | None = Field(
-        None, ge=1, description="GFPO: keep the k best of each group's n responses (gfpo default n/2; null = off)."
-    )
+    gfpo_keep: int | None = Field(None, ge=1, description="GFPO: keep the k best of a group's n (gfpo: n/2; null off).")
     gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
         None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept).")
     gfpo_filtered: Literal["zero", "drop"] | None = Field(
@@ -234,7 +235,6 @@ class AlgorithmConfig(Section):
         "(0 = off; needs a reference: kl_coef > 0 or log_kl).",
     )
     ref_reset_optimizer: bool = Field(True, description="ProRL: re-initialise the optimizer state at each reset.")
-
 
 
 class RolloutConfig(Section):
@@ -300,10 +300,8 @@ class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (GPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
-    em_inf: bool = Field(
-        False, description="EM-INF: lower each decoding step's entropy by a few Adam steps on the logits (hf backend; "
-        "arXiv 2505.15134). Recorded in the eval settings.",
-    )
+    em_inf: bool = Field(False, description="EM-INF: a few Adam steps lowering each decoding step's entropy on the "
+                         "logits (hf backend; arXiv 2505.15134). Recorded in the eval settings.")
     em_inf_threshold: float = Field(0.1, ge=0, description="EM-INF: stop once the entropy is below this (math: 0.1).")
     em_inf_kl_weight: float = Field(0.001, ge=0, description="EM-INF: weight of KL(p_orig || p) (math: 0.001).")
     em_inf_lr: float = Field(0.1, gt=0, description="EM-INF: Adam learning rate on the logits (0.1).")

@@ -11,9 +11,10 @@ from rlbench_cli.errors import UserError
 
 ESTIMATOR_NAMES = ("raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg", "opo", "lite_ppo",
                    "remax", "reinforce_pp", "reinforce_pp_baseline")
-POLICY_LOSS_NAMES = ("ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "em_ft")
+POLICY_LOSS_NAMES = ("ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "gvpo", "em_ft")
 # Aggregation a policy loss needs whatever the recipe says (sequence-level losses and SAPO, as their references).
-FORCED_LOSS_AGG = {"sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean", "em_ft": "seq_mean_token_mean"}
+FORCED_LOSS_AGG = {"sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean", "em_ft": "seq_mean_token_mean",
+                   "gvpo": "seq_sum_token_mean"}
 # Settings whose default depends on the group size n.
 HALF_GROUP = {"gfpo": "gfpo_keep", "ttrl": "vote_train_n"}
 
@@ -42,6 +43,10 @@ def resolve_wave2(recipe: Any, rl_algorithms: tuple[str, ...]) -> None:
     if algo.reward_source in ("neg_entropy", "seq_logprob") and (algo.drop_all_wrong or algo.drop_all_correct):
         raise UserError("EM-RL rewards are not correct / wrong, so drop_all_wrong / drop_all_correct have no meaning",
                         where=f"{where}.reward_source", fix="set algorithm.drop_all_wrong=false drop_all_correct=false")
+    if algo.policy_loss == "gvpo" and (n < 2 or recipe.optim.micro_batch_size % n):
+        raise UserError(f"GVPO needs whole groups in every micro-batch: optim.micro_batch_size "
+                        f"({recipe.optim.micro_batch_size}) must be a multiple of rollout.n ({n}), n >= 2",
+                        where="optim.micro_batch_size", fix=f"e.g. optim.micro_batch_size={max(2, n) * 4}")
     ro = recipe.rollout
     if ro.temperature_schedule in ("linear", "cosine") and ro.temperature_end is None:
         raise UserError(f"a {ro.temperature_schedule} temperature schedule needs rollout.temperature_end",

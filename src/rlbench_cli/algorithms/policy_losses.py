@@ -1,5 +1,5 @@
-"""Wave-2 policy losses: CISPO, SAPO, GMPO, KL-Cov, Clip-Cov (and GVPO's, not yet selectable), beside the
-PPO/GSPO/vanilla loss of `losses.policy_loss`.
+"""Wave-2 policy losses: CISPO, SAPO, GMPO, KL-Cov, Clip-Cov and GVPO, beside the PPO/GSPO/vanilla loss of
+`losses.policy_loss`.
 
 Every function takes per-token log-probs of the current policy `logp` (B, T, with gradient), of the sampling policy
 `old_logp` (B, T), advantages (B,) or (B, T) and `mask` (B, T), and returns (per-token loss (B, T) zero outside the
@@ -179,9 +179,9 @@ def gvpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         L_i = 0.5 * [(s_i - s_bar) - (R_i - R_bar)]^2 / (n - 1)
 
     with `advantages` = R_i - R_bar (Dr. GRPO, no std). The anchor is the rollout policy (old_logp), not a frozen
-    reference. The per-sequence loss is put on each token; the authors sum L_i over samples.
-    Not in POLICY_LOSSES yet: the runner must first keep each group whole inside one micro-batch (TRL shuffles the
-    rows of a generation batch before splitting it), see docs/algorithms.md.
+    reference. The per-sequence loss is put on each token; the authors sum L_i over the micro-batch and divide by
+    the accumulation steps (loss_agg seq_sum_token_mean). The runner keeps groups whole in each micro-batch
+    (`RLBenchGRPOTrainer._prepare_inputs` shuffles whole groups).
     """
     if group_size < 2:
         raise ValueError("GVPO compares the responses of a group: group_size must be >= 2")
@@ -206,5 +206,6 @@ POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Stats]]] = {
     "gmpo": gmpo_loss,
     "kl_cov": kl_cov_loss,
     "clip_cov": clip_cov_loss,
+    "gvpo": gvpo_loss,
 }
 

@@ -36,6 +36,7 @@ from rlbench_cli.training.rollout_signals import (
     apply_temperature,
     rollout_advantages,
     shape_rewards,
+    shuffle_groups,
     wave2_metric_keys,
 )
 
@@ -156,6 +157,19 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         picked = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in merged.items()}
         return picked, all_rewards[rows], gen_time, rounds
 
+    def _prepare_inputs(self, generation_batch):  # type: ignore[override]
+        """GVPO needs each group whole in a micro-batch: shuffle whole groups, not rows (TRL's shuffle_sequence_dict),
+        then split as TRL does. Every other loss takes TRL's path unchanged."""
+        if self.rb.algorithm.policy_loss != "gvpo" or not self.model.training:
+            return super()._prepare_inputs(generation_batch)
+        from trl.trainer.utils import split_tensor_dict
+
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = shuffle_groups(self._generate_and_score_completions(generation_batch), self.num_generations)
+            self._buffered_inputs = split_tensor_dict(batch, self.args.steps_per_generation)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
     # ------------------------------------------------------------------ loss side
 
     def _compute_loss(self, model, inputs):  # type: ignore[override]
@@ -182,7 +196,9 @@ class RLBenchGRPOTrainer(GRPOTrainer):
 
         mode = "train" if self.model.training else "eval"
         accum = self.current_gradient_accumulation_steps if mode == "train" else 1
-        if algo.loss_agg == "token_mean":
+        if algo.loss_agg == "seq_sum_token_mean":  # GVPO: sum of the sequence losses / accumulation steps
+            loss = aggregate_loss(per_token, mask, "seq_mean_token_mean", normalizer=1.0) / accum
+        elif algo.loss_agg == "token_mean":
             # Token mean over the optimizer step's mini-batch: TRL's num_items_in_batch counts the kept tokens of
             # the whole generation batch (all processes); scale it to one process's mini-batch (as TRL's 'dapo').
             normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
@@ -219,6 +235,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             tau_pos=pick(algo.sapo_tau_pos, 1.0), tau_neg=pick(algo.sapo_tau_neg, 1.05),
             cov_ratio=pick(algo.cov_ratio, 2e-4), cov_kl_coef=pick(algo.cov_kl_coef, 1.0),
             cov_lb=pick(algo.cov_lb, 1.0), cov_ub=pick(algo.cov_ub, 5.0),
+            group_size=self.num_generations, gvpo_beta=pick(algo.gvpo_beta, 0.1),
         )
 
     def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:

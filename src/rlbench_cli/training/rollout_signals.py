@@ -280,3 +280,22 @@ def wave2_metric_keys(recipe: Any) -> dict[str, str]:
     if algo.kl_in_reward_coef and algo.estimator not in TOKEN_ESTIMATORS:
         keys.append("kl_reward")
     return {k: f"rb/{k}" for k in keys}
+
+
+def shuffle_groups(batch: dict[str, Any], group_size: int) -> dict[str, Any]:
+    """Permute whole groups (contiguous runs of `group_size` rows) of a rollout dict, rows within a group kept in
+    order; torch's global generator, as TRL's row shuffle. For GVPO, whose loss needs each group in one micro-batch."""
+    n_rows = len(batch["completion_mask"])
+    if n_rows % group_size:
+        raise ValueError(f"{n_rows} rows do not form groups of {group_size}")
+    order = torch.randperm(n_rows // group_size)
+    rows = (order.unsqueeze(1) * group_size + torch.arange(group_size)).reshape(-1)
+
+    def permute(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == n_rows:
+            return v[rows.to(v.device)]
+        if isinstance(v, list) and len(v) == n_rows:
+            return [v[i] for i in rows.tolist()]
+        return v
+
+    return {k: permute(v) for k, v in batch.items()}
