@@ -200,23 +200,18 @@ class AlgorithmConfig(Section):
     )
     # Wave 2 (docs/algorithms.md). None = the algorithm's default.
     policy_loss: Literal[POLICY_LOSS_NAMES] | None = Field(  # type: ignore[valid-type]
-        None, description="Policy loss: ppo (ratio_level decides: none / PPO clip / GSPO), cispo, sapo, gmpo, kl_cov, "
-        "clip_cov, em_ft (entropy of the sampled responses, no reward).",
-    )
+        None, description="Policy loss: ppo (ratio_level: none / PPO clip / GSPO), cispo, sapo, gmpo, kl_cov, "
+        "clip_cov, gvpo, em_ft (the entropy of the sampled responses, no reward).")
     gvpo_beta: float | None = Field(None, gt=0, description="GVPO: beta of the implicit reward (authors: 0.1).")
     sapo_tau_pos: float | None = Field(None, gt=0, description="SAPO: gate temperature for A > 0 (paper: 1.0).")
     sapo_tau_neg: float | None = Field(None, gt=0, description="SAPO: gate temperature for A <= 0 (paper: 1.05).")
-    cov_ratio: float | None = Field(
-        None, ge=0, le=1, description="KL-Cov / Clip-Cov: fraction of tokens selected by covariance "
-        "(KL-Cov 7B: 2e-3, 32B: 2e-4; Clip-Cov: 2e-4).",
-    )
+    cov_ratio: float | None = Field(None, ge=0, le=1, description="KL-Cov / Clip-Cov: fraction of tokens picked by "
+                                    "covariance (KL-Cov 7B 2e-3, 32B 2e-4; Clip-Cov 2e-4).")
     cov_kl_coef: float | None = Field(None, ge=0, description="KL-Cov: coefficient of |log ratio| (authors: 1).")
     cov_lb: float | None = Field(None, description="Clip-Cov: lower covariance bound of candidate tokens (1).")
     cov_ub: float | None = Field(None, description="Clip-Cov: upper covariance bound of candidate tokens (5).")
-    kl_in_reward_coef: float | None = Field(
-        None, ge=0, description="KL in the reward: r - coef * sum_t (log pi_old - log pi_ref), k1, on-policy "
-        "(0 = off); per token as reward-to-go for REINFORCE++.",
-    )
+    kl_in_reward_coef: float | None = Field(None, ge=0, description="KL in the reward: r - coef * sum_t (log pi_old - "
+                                            "log pi_ref), k1, on-policy (0 = off); per token for REINFORCE++.")
     reward_source: Literal["grader", "majority_vote", "neg_entropy", "seq_logprob"] | None = Field(
         None, description="Training reward: grader (gold answer), majority_vote (TTRL, no gold), neg_entropy "
         "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.",
@@ -227,13 +222,9 @@ class AlgorithmConfig(Section):
     gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
         None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept).")
     gfpo_filtered: Literal["zero", "drop"] | None = Field(
-        None, description="GFPO: filtered responses get advantage 0 and stay in the normaliser (paper) or leave "
-        "the loss (TRL's GFPOTrainer).",
-    )
-    ref_reset_every: int = Field(
-        0, ge=0, description="ProRL: reset the reference policy to the current one every N optimizer steps "
-        "(0 = off; needs a reference: kl_coef > 0 or log_kl).",
-    )
+        None, description="GFPO: the filtered get A = 0 and stay in the normaliser (paper), or leave the loss (TRL).")
+    ref_reset_every: int = Field(0, ge=0, description="ProRL: reset the reference to the current policy every N "
+                                 "optimizer steps (0 = off; needs a reference: kl_coef > 0 or log_kl).")
     ref_reset_optimizer: bool = Field(True, description="ProRL: re-initialise the optimizer state at each reset.")
 
 
@@ -321,6 +312,13 @@ class OutputConfig(Section):
         "optimizer steps per rollout, so a checkpoint never splits a rollout.",
     )
     keep_checkpoints: int = Field(1, ge=1, description="Checkpoints kept on disk.")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=list,
+        description="Experiment trackers fed with metrics.jsonl's keys, the resolved recipe and manifest (run config) "
+        "and eval summaries: tensorboard (<run>/tensorboard/), wandb (<run>/wandb/; WANDB_MODE=offline keeps it "
+        "local), trackio. Default: none. Install with pip install 'rlbench[tracking]'.",
+    )
+    tracking_project: str = Field("rlbench", min_length=1, description="Project name for wandb and trackio runs.")
 
 
 class Recipe(Section):
