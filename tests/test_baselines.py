@@ -14,6 +14,7 @@ from rlbench_cli.algorithms.baselines import (
     opo_advantage,
     reinforce_pp_advantage,
     remax_advantage,
+    riskpo_advantage,
 )
 
 NAN = float("nan")
@@ -116,3 +117,33 @@ def test_reinforce_pp_degenerate_batches() -> None:
     # an empty row stays zero and does not enter the moments
     a = reinforce_pp_advantage(t([1.0, -1.0, 5.0]), t([[1, 0], [1, 0], [0, 0]]), 1, baseline=False)
     assert torch.allclose(a, t([[1.0, 0], [-1.0, 0], [0, 0]]), atol=1e-6)
+
+
+# RiskPO: one bundle of two prompts, four papers. S = [2, 1, 1, 0]; torch.quantile (linear) at .25 / .75 gives
+# q_a = .75, q_b = 1.25; natural-baseline RVaR / (beta - alpha) = [0, -.5, -.5, -1]; std(S) = sqrt(2/3).
+_RISK = [[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]
+_SD = math.sqrt(2 / 3)
+
+
+@pytest.mark.parametrize(("kw", "per_paper", "scale"), [
+    ({"credit": "uniform", "mix_weight": 0.0}, [0, -0.5, -0.5, -1.0], [1.0, 1.0]),
+    ({"credit": "std", "mix_weight": 0.0}, [0, -0.5, -0.5, -1.0], [1 / math.sqrt(1 / 3)] * 2),  # prompt std
+    ({"credit": "sum_mean", "mix_weight": 0.0}, [0, -0.5, -0.5, -1.0], [0.5, 0.5]),  # every share is 1/2 here
+    ({"credit": "uniform", "mix_weight": 1.5}, [0, -0.2, -0.2, -2.2], [1.0, 1.0]),  # CVaR: -(q_a - S)+ / alpha
+    ({"credit": "uniform", "mix_weight": 0.0, "natural_baseline": False}, [1.0, 0.5, 0.5, 0], [1.0, 1.0]),
+])
+def test_riskpo_bundle_advantage(kw, per_paper, scale) -> None:  # noqa: ANN001
+    a = riskpo_advantage(t(_RISK), bundle=2, alpha=0.25, beta=0.75, **kw)
+    expected = t([[p / _SD * s for p in per_paper] for s in scale])
+    assert torch.allclose(a, expected, atol=1e-4), a
+
+
+def test_riskpo_edge_cases() -> None:
+    assert torch.equal(riskpo_advantage(t([[1.0, 1.0], [1.0, 1.0]]), bundle=2), torch.zeros(2, 2, dtype=torch.float64))
+    assert torch.equal(riskpo_advantage(t([[1.0]]), bundle=5), torch.zeros(1, 1, dtype=torch.float64))  # one paper
+    # a last, smaller bundle: prompt 3 alone, S = [1, 0] -> q_a .25, q_b .75 -> [0, -1] / std(.7071)
+    a = riskpo_advantage(t(_RISK + [[1.0, 0.0, 1.0, 0.0]])[:, :2], bundle=2, alpha=0.25, beta=0.75, mix_weight=0.0,
+                         credit="uniform")
+    assert torch.allclose(a[2], t([0.0, -1.0 / math.sqrt(0.5)]), atol=1e-4)
+    with pytest.raises(ValueError):
+        riskpo_advantage(t(_RISK), alpha=0.9, beta=0.2)

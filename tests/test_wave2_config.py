@@ -13,7 +13,7 @@ from rlbench_cli.config import ALGORITHM_DEFAULTS, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 WAVE2 = ("reinforce_pp", "reinforce_pp_baseline", "lite_ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "remax",
-         "gvpo", "opo", "gfpo", "ttrl", "em_rl", "em_ft")
+         "gvpo", "riskpo", "opo", "gfpo", "ttrl", "em_rl", "em_ft")
 
 
 @pytest.mark.parametrize("name", WAVE2)

@@ -73,6 +73,9 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
               "reward_source": "neg_entropy", "em_reduce": "mean", "entropy_coef": 0.001},
     "gvpo": {"runner": "rl", "label": "GVPO", "estimator": "dr_grpo", "policy_loss": "gvpo", "gvpo_beta": 0.1,
              "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
+    "riskpo": {"runner": "rl", "label": "RiskPO", "estimator": "riskpo", **_CLIP_ONLY, **_NO_KL, "riskpo_bundle": 5,
+               "riskpo_alpha": 0.2, "riskpo_beta": 0.9, "riskpo_mix_weight": 1.5, "riskpo_natural_baseline": True,
+               "riskpo_credit": "std"},
     "em_ft": {"runner": "rl", "label": "EM-FT", "estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none",
               "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
 }
@@ -214,8 +217,7 @@ class AlgorithmConfig(Section):
                                             "log pi_ref), k1, on-policy (0 = off); per token for REINFORCE++.")
     reward_source: Literal["grader", "majority_vote", "neg_entropy", "seq_logprob"] | None = Field(
         None, description="Training reward: grader (gold answer), majority_vote (TTRL, no gold), neg_entropy "
-        "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.",
-    )
+        "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.")
     em_reduce: Literal["mean", "sum"] | None = Field(None, description="EM-RL: token mean (code) or sum (paper).")
     vote_train_n: int | None = Field(None, ge=1, description="TTRL: train on the first N of each group; all n vote.")
     gfpo_keep: int | None = Field(None, ge=1, description="GFPO: keep the k best of a group's n (gfpo: n/2; null off).")
@@ -226,17 +228,20 @@ class AlgorithmConfig(Section):
     ref_reset_every: int = Field(0, ge=0, description="ProRL: reset the reference to the current policy every N "
                                  "optimizer steps (0 = off; needs a reference: kl_coef > 0 or log_kl).")
     ref_reset_optimizer: bool = Field(True, description="ProRL: re-initialise the optimizer state at each reset.")
+    riskpo_bundle: int | None = Field(None, ge=1, description="RiskPO: consecutive prompts per bundle (authors: 5).")
+    riskpo_alpha: float | None = Field(None, ge=0, le=1, description="RiskPO: lower quantile (MATH script: 0.2).")
+    riskpo_beta: float | None = Field(None, ge=0, le=1, description="RiskPO: upper quantile (MATH script: 0.9).")
+    riskpo_mix_weight: float | None = Field(None, ge=0, description="RiskPO: CVaR mixing weight w (1.5; 0 = off).")
+    riskpo_natural_baseline: bool | None = Field(None, description="RiskPO: add q_a - q_b to the RVaR advantage.")
+    riskpo_credit: Literal["std", "sum_mean", "uniform"] | None = Field(None, description="RiskPO: credit assignment.")
 
 
 class RolloutConfig(Section):
     prompts_per_batch: int = Field(8, ge=1, description="Prompts per rollout batch (paper: 1024).")
     n: int = Field(8, ge=1, le=1024, description="Responses per prompt (paper: 4; PPO: 1).")
-    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0); the start "
-                               "value of a temperature schedule.")
-    temperature_schedule: Literal["constant", "linear", "cosine", "step"] = Field(
-        "constant", description="Rollout temperature over training: constant, linear / cosine to temperature_end, "
-        "or step (+ temperature_step_size every temperature_step_every steps, capped at temperature_end).",
-    )
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0); a schedule's start.")
+    temperature_schedule: Literal["constant", "linear", "cosine", "step"] = Field("constant", description="Rollout "
+        "temperature: constant, linear / cosine to temperature_end, or step (+step_size every step_every steps).")
     temperature_end: float | None = Field(None, gt=0, le=10, description="Final temperature of the schedule.")
     temperature_step_every: int = Field(0, ge=0, description="Step schedule: optimizer steps between changes.")
     temperature_step_size: float = Field(0.0, description="Step schedule: temperature change per step.")

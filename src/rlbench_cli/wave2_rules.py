@@ -10,7 +10,7 @@ from typing import Any
 from rlbench_cli.errors import UserError
 
 ESTIMATOR_NAMES = ("raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg", "opo", "lite_ppo",
-                   "remax", "reinforce_pp", "reinforce_pp_baseline")
+                   "remax", "reinforce_pp", "reinforce_pp_baseline", "riskpo")
 POLICY_LOSS_NAMES = ("ppo", "cispo", "sapo", "gmpo", "kl_cov", "clip_cov", "gvpo", "em_ft")
 # Aggregation a policy loss needs whatever the recipe says (sequence-level losses and SAPO, as their references).
 FORCED_LOSS_AGG = {"sapo": "seq_mean_token_mean", "gmpo": "seq_mean_token_mean", "em_ft": "seq_mean_token_mean",

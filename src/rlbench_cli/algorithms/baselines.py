@@ -1,5 +1,5 @@
 """Wave-2 advantage estimators and reward shaping: OPO, Lite-PPO, ReMax, GFPO, REINFORCE++ (with and without group
-baseline) and KL in the reward (k1).
+baseline), KL in the reward (k1) and RiskPO's bundle advantage.
 
 Pure tensor functions; provenance (repository, commit, function) and every paper-vs-code choice is in
 docs/algorithms.md. Conventions as in `advantages.py`: grouped tensors are (G, n) with each prompt's n responses in
@@ -155,3 +155,60 @@ def token_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     mean = (x * m).sum() / n
     var = (((x - mean) ** 2) * m).sum() / n
     return mean, var
+
+
+RISKPO_CREDIT = ("std", "sum_mean", "uniform")
+
+
+def riskpo_advantage(grouped_rewards: torch.Tensor, *, bundle: int = 5, alpha: float = 0.2, beta: float = 0.9,
+                     mix_weight: float = 1.5, natural_baseline: bool = True, credit: str = "std",
+                     eps: float = 1e-6) -> torch.Tensor:
+    """RiskPO bundle advantage (arXiv 2510.00911; RTkenny/RiskPO @ 65ec40c9 verl/trainer/ppo/core_algos.py
+    ::compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking, with norm_adv_by_std_in_grpo), (G, n) -> (G, n).
+
+    `bundle` consecutive prompts form a bundle (a last, smaller bundle takes the rest); "paper" j is the j-th response
+    of every prompt in it, scored S_j = sum of their rewards. q_a, q_b = torch.quantile of the bundle's S at alpha,
+    beta (a bundle of one paper: q = S, std 1):
+        A_RVaR = [(S - q_a)+ - (S - q_b)+ (+ q_a - q_b with the natural baseline)] / (beta - alpha + eps)
+        mixing (mix_weight w > 0): A = (w * A_CVaR + A_RVaR) / (w + 1),  A_CVaR = -(q_a - S)+ / (alpha + eps)
+        A /= std(S over the bundle's papers, unbiased) + eps
+    then credited to paper j's responses: "std": A_j / (std of that prompt's rewards, 1 if <= 1e-3, + eps);
+    "sum_mean": A_j (r - mean_prompt) / sum over the paper's responses of (r - mean_prompt), or A_j / (prompts in
+    the bundle) when that sum is within 1e-6 of 0; "uniform": A_j. Missing (NaN) rewards count as 0.
+    The authors' quantile tracker only feeds logging in their code (its values reach meta_info after the advantage
+    is computed), so the per-bundle batch quantiles used here are what their runs used.
+    """
+    if credit not in RISKPO_CREDIT:
+        raise ValueError(f"unknown RiskPO credit mode {credit!r}; use one of {RISKPO_CREDIT}")
+    if not 0 <= alpha < beta <= 1:
+        raise ValueError(f"RiskPO needs 0 <= alpha < beta <= 1, got alpha={alpha}, beta={beta}")
+    r = torch.nan_to_num(grouped_rewards.to(torch.float64), nan=0.0)
+    out = torch.zeros_like(r)
+    for start in range(0, r.shape[0], bundle):
+        block = r[start:start + bundle]  # (B, n): B prompts, n papers
+        s = block.sum(dim=0)
+        if s.numel() == 1:
+            qa = qb = s[0]
+            sd = torch.ones((), dtype=s.dtype)
+        else:
+            qa, qb, sd = torch.quantile(s, alpha), torch.quantile(s, beta), s.std(unbiased=True)
+        a = (s - qa).clamp(min=0) - (s - qb).clamp(min=0) + ((qa - qb) if natural_baseline else 0.0)
+        a = a / (beta - alpha + eps)
+        if mix_weight > 0:
+            cvar = -(qa - s).clamp(min=0) / (alpha + eps)
+            a = (mix_weight * cvar + a) / (mix_weight + 1)
+        a = (a / (sd + eps)).unsqueeze(0).expand_as(block)
+        if credit == "std":
+            q_sd = block.std(dim=1, unbiased=True, keepdim=True) if block.shape[1] > 1 else torch.zeros(
+                block.shape[0], 1, dtype=block.dtype)
+            q_sd = torch.where(q_sd > 1e-3, q_sd, torch.ones_like(q_sd))
+            out[start:start + bundle] = a / (q_sd + eps)
+        elif credit == "sum_mean":
+            ratio = block - block.mean(dim=1, keepdim=True)
+            total = ratio.sum(dim=0, keepdim=True)  # per paper, over the bundle's prompts
+            share = torch.where(total.abs() > 1e-6, ratio / torch.where(total.abs() > 1e-6, total, 1.0),
+                                torch.full_like(ratio, 1.0 / block.shape[0]))
+            out[start:start + bundle] = a * share
+        else:
+            out[start:start + bundle] = a
+    return out

@@ -26,6 +26,7 @@ from rlbench_cli.algorithms.baselines import (
     opo_advantage,
     reinforce_pp_returns,
     remax_advantage,
+    riskpo_advantage,
     token_moments,
     whiten_tokens,
 )
@@ -35,7 +36,11 @@ from rlbench_cli.algorithms.schedules import temperature_at
 
 # Estimators computed here; the others go through algorithms.advantages.compute_advantages.
 TOKEN_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline")
-SEQUENCE_ESTIMATORS = {"opo": opo_advantage, "lite_ppo": lite_ppo_advantage, "remax": remax_advantage}
+SEQUENCE_ESTIMATORS = ("opo", "lite_ppo", "remax", "riskpo")
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _local(trainer: Any, n_local: int) -> slice:
@@ -220,7 +225,7 @@ def rollout_advantages(trainer: Any, inputs: list[dict[str, Any]], out: dict[str
         adv_rewards = torch.where(gfpo_rows, adv_rewards, torch.full_like(adv_rewards, float("nan")))
         info["gfpo_kept_frac"] = float(gfpo_rows.float().mean())
     base = est if est not in SEQUENCE_ESTIMATORS and est not in TOKEN_ESTIMATORS else (
-        "reinforce" if est in TOKEN_ESTIMATORS or est == "remax" else "dr_grpo")
+        "reinforce" if est in TOKEN_ESTIMATORS or est in ("remax", "riskpo") else "dr_grpo")
     result = compute_advantages(adv_rewards, correct, n, base, std_eps=std_eps,
                                 drop_all_wrong=bool(algo.drop_all_wrong), drop_all_correct=bool(algo.drop_all_correct),
                                 filter_mode=algo.filter_mode or "zero")
@@ -231,6 +236,11 @@ def rollout_advantages(trainer: Any, inputs: list[dict[str, Any]], out: dict[str
             adv = opo_advantage(grouped, lengths.view(-1, n))
         elif est == "lite_ppo":
             adv = lite_ppo_advantage(grouped, std_eps=std_eps)
+        elif est == "riskpo":
+            adv = riskpo_advantage(grouped, bundle=algo.riskpo_bundle or 5, alpha=_pick(algo.riskpo_alpha, 0.2),
+                                   beta=_pick(algo.riskpo_beta, 0.9), mix_weight=_pick(algo.riskpo_mix_weight, 1.5),
+                                   natural_baseline=_pick(algo.riskpo_natural_baseline, True),
+                                   credit=algo.riskpo_credit or "std")
         else:
             baseline = greedy_rewards(trainer, inputs).view(-1, n)[:, 0]
             info["greedy_reward_mean"] = float(torch.nan_to_num(baseline).mean())
