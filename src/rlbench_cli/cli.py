@@ -158,9 +158,23 @@ def eval_cmd(
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallelism.")] = 1,
     shard: Annotated[str | None, typer.Option(help="Evaluate shard I/N of the problems (multi-GPU).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Only merge finished shards into the summary.")] = False,
+    grader: Annotated[str | None, typer.Option(help="rlbench or math_verify (plain Math-Verify as the paper "
+                                                    "called it). Default: recipe's eval.grader, else rlbench.")] = None,
+    regrade: Annotated[bool, typer.Option("--regrade", help="Grade the stored samples again (with --grader) and "
+                                                            "rewrite the summaries; generates nothing.")] = False,
 ) -> None:
     """Evaluate mean@k (also pass@k, maj@k) on the benchmarks. Rerunning resumes an interrupted eval."""
     from rlbench_cli.evaluation.runner import run_eval
+
+    if grader is not None and grader not in ("rlbench", "math_verify"):
+        raise UserError(f"unknown grader {grader!r}", where="--grader", fix="use rlbench or math_verify")
+    if regrade:
+        from rlbench_cli.evaluation.regrade import print_regrade, regrade_run
+
+        reports = regrade_run(model or target, results_dir=results, grader=grader or "rlbench", workers=workers,
+                              timeout_s=timeout, data_dir=data_dir, label=label)
+        print_regrade(console, reports, grader or "rlbench")
+        return
 
     if target and model:
         raise UserError("give the model either as TARGET or with --model, not both", where="command line")
@@ -187,7 +201,7 @@ def eval_cmd(
         prompt_template=template, backend=backend, batch_size=batch_size or defaults["batch_size"],
         seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
-        merge=merge, console=console,
+        merge=merge, console=console, grader=grader or defaults["grader"],
     )
 
 
@@ -198,7 +212,7 @@ def _eval_defaults(chosen: str | None) -> dict:
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
 
     defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
-                "max_new_tokens": 4096, "batch_size": 64}
+                "max_new_tokens": 4096, "batch_size": 64, "grader": "rlbench"}
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
         defaults.update(benchmarks=list(TESTBED_EVAL), max_new_tokens=80, batch_size=256)
@@ -250,14 +264,26 @@ def grade(
     output: Annotated[Path | None, typer.Option(help="Output JSONL (default: FILE with .graded.jsonl).")] = None,
     workers: Annotated[int, typer.Option(help="Grader worker processes.")] = 2,
     timeout: Annotated[float, typer.Option(help="Per-answer time limit (s).")] = 5.0,
+    grader: Annotated[str, typer.Option(help="rlbench or math_verify (plain Math-Verify as the paper called it).")]
+    = "rlbench",
+    explain: Annotated[bool, typer.Option("--explain", help="For each line: what was extracted from the completion "
+                                                            "and gold, how each parsed, which rule decided.")] = False,
 ) -> None:
     """Grade completions produced elsewhere with rlbench's grader; prints accuracy."""
     from rlbench_cli.evaluation.grader import grade_file
 
     if not file.is_file():
         raise UserError("file not found", where=str(file))
+    if grader not in ("rlbench", "math_verify"):
+        raise UserError(f"unknown grader {grader!r}", where="--grader", fix="use rlbench or math_verify")
+    if explain:
+        from rlbench_cli.evaluation.grader import explain_file, format_explanation
+
+        for e in explain_file(file, grader=grader):
+            console.print(format_explanation(e), markup=False, highlight=False)
+        return
     out = output or file.with_suffix(".graded.jsonl")
-    summary = grade_file(file, out, workers=workers, timeout_s=timeout)
+    summary = grade_file(file, out, workers=workers, timeout_s=timeout, grader=grader)
     console.print(f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['n']}), "
                   f"timeouts {summary['timeouts']} → {out}")
 

@@ -188,6 +188,12 @@ class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="Generation batch size (results do not depend on it).")
     backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (GPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
+    grader: Literal["rlbench", "math_verify"] = Field(
+        "rlbench",
+        description="Answer checker, recorded in every summary. rlbench: Math-Verify plus rlbench's extraction, "
+        "normalisation, multi-answer sets and tolerance (right more often on outside tests). math_verify: plain "
+        "Math-Verify exactly as the reference paper called it, for apples-to-apples with published tables.",
+    )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
 
 
