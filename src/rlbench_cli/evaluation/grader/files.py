@@ -96,10 +96,13 @@ def explain_file(input_path: str | Path, grader: str = "rlbench") -> list[dict[s
 
 
 def format_explanation(e: dict[str, Any]) -> str:
+    def q(x: Any) -> str:
+        return "-" if x is None else f"`{x}`"
+
     lines = [f"[{e.get('id') or '-'}] {'CORRECT' if e['correct'] else 'WRONG'}  (grader {e['grader']})",
-             f"  gold:       {e['gold']!r} -> normalised {e.get('gold_normalized')!r}",
-             f"  extracted:  {e.get('pred')!r} (from {e.get('extracted_from') or '-'}) -> normalised "
-             f"{e.get('pred_normalized')!r}"]
+             f"  gold:       {q(e['gold'])} -> normalised {q(e.get('gold_normalized'))}",
+             f"  extracted:  {q(e.get('pred'))} (from {e.get('extracted_from') or '-'}) -> normalised "
+             f"{q(e.get('pred_normalized'))}"]
     lines += [f"  {s}" for s in e.get("steps", [])]
     lines.append(f"  decided by: {e.get('rule')}")
     return "\n".join(lines)

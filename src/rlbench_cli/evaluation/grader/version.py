@@ -14,3 +14,11 @@ GRADER_HELP = (
 
 def grader_version(grader: str) -> str:
     return PAPER_GRADER_VERSION if grader == "math_verify" else GRADER_VERSION
+
+
+def grader_name_of(grader_block: dict) -> str:
+    """The grader a summary's `grader` block names (summaries from before the setting: by its version)."""
+    name = grader_block.get("name")
+    if name:
+        return str(name)
+    return "math_verify" if str(grader_block.get("version", "")).startswith("math-verify-") else "rlbench"
