@@ -2,8 +2,9 @@
 it) over tests/data/grader_corpus.jsonl, cases taken from other projects' public grading tests (source, path and
 commit on every line; see tests/data/GRADER_CORPUS.md). Cases tagged `convention` are graded but not scored.
 
-Fails if rlbench is right on fewer cases than Math-Verify for any source, or not on more cases overall; and if
-rlbench accepts any wrong answer of the probe set tests/data/grader_probes.jsonl.
+Answers past the 5 s limit are left out of both scores. Fails if rlbench is right on fewer cases than Math-Verify
+for any source, or not on more cases overall; and if rlbench accepts any wrong answer of the probe set
+tests/data/grader_probes.jsonl.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def corpus_item(row: dict[str, Any]) -> GradeItem:
     return GradeItem(completion, row["gold"], bool(row.get("multiple_answer", False)), row.get("tolerance"))
 
 
-def score(rows: list[dict[str, Any]], verdicts: list[Any]) -> dict[str, list[int]]:
-    """source -> [scored cases, right verdicts] (cases tagged `convention` left out)."""
+def score(rows: list[dict[str, Any]], verdicts: list[Any], skip: frozenset[int] | set[int] = frozenset(),
+          ) -> dict[str, list[int]]:
+    """source -> [scored cases, right verdicts] (cases tagged `convention`, and indices in `skip`, left out)."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for row, v in zip(rows, verdicts, strict=True):
-        if "convention" not in row:
+    for i, (row, v) in enumerate(zip(rows, verdicts, strict=True)):
+        if "convention" not in row and i not in skip:
             out[row["source"]][0] += 1
             out[row["source"]][1] += v.correct == row["expected"]
     return dict(out)
@@ -51,7 +53,7 @@ def graded(corpus: list[dict[str, Any]]) -> Iterator[dict[str, list[Any]]]:
     items = [corpus_item(r) for r in corpus]
     out = {}
     for name in ("rlbench", "math_verify"):
-        with Grader(workers=2, timeout_s=10, grader=name) as pool:
+        with Grader(workers=2, timeout_s=5, grader=name) as pool:
             out[name] = pool.grade_many(items)
     yield out
 
@@ -67,7 +69,12 @@ def test_corpus_is_well_formed(corpus: list[dict[str, Any]]) -> None:
 
 
 def test_rlbench_beats_plain_math_verify(corpus: list[dict[str, Any]], graded: dict[str, list[Any]]) -> None:
-    ours, theirs = score(corpus, graded["rlbench"]), score(corpus, graded["math_verify"])
+    # An answer that runs past the limit on a loaded machine is not a verdict of either grader: left out of both
+    # scores (a handful of symbolic sums and power towers), so the comparison does not depend on machine speed.
+    slow = {i for i, (a, b) in enumerate(zip(graded["rlbench"], graded["math_verify"], strict=True))
+            if a.timed_out or b.timed_out}
+    assert len(slow) <= 10, sorted(corpus[i]["id"] for i in slow)
+    ours, theirs = score(corpus, graded["rlbench"], slow), score(corpus, graded["math_verify"], slow)
     worse = {src: (ours[src], theirs[src]) for src in ours if ours[src][1] < theirs[src][1]}
     assert not worse, f"rlbench right on fewer cases than Math-Verify: {worse}"
     total_ours, total_theirs = sum(v[1] for v in ours.values()), sum(v[1] for v in theirs.values())
