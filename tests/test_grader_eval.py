@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import run_cli
 
+from rlbench_cli.errors import UserError
 from rlbench_cli.evaluation.benchmarks import load_benchmark
 from rlbench_cli.evaluation.grader import GRADER_VERSION, PAPER_GRADER_VERSION
 from rlbench_cli.evaluation.metrics import summarize
@@ -120,3 +122,26 @@ def test_grade_explain(tmp_path: Path) -> None:
     code, stdout, _ = run_cli("grade", str(src), "--explain", "--grader", "math_verify")
     # Plain Math-Verify: misses the Minerva-style gold, and its parse stops at \mathrm{e} (accepts 2 for 2e).
     assert code == 0 and "paper's call" in stdout and "[a] WRONG" in stdout and "[b] CORRECT" in stdout
+
+
+def test_eval_records_its_grader_and_regrade_of_testbed_changes_nothing(tiny_random_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from rlbench_cli.evaluation.runner import run_eval
+
+    settings = {"benchmarks": ["testbed_easy"], "k": 3, "max_new_tokens": 6, "limit": 4, "grader_workers": 0,
+                "seed": 5, "console": Console(file=io.StringIO())}
+    summary = run_eval(str(tiny_random_model_dir), results_dir=tmp_path, **settings)["testbed_easy"]
+    assert summary["grader"]["name"] == "rlbench" and summary["grader"]["version"] == GRADER_VERSION
+    [rep] = regrade_run(str(tiny_random_model_dir), results_dir=tmp_path, workers=0)
+    assert rep["samples"] == 12 and rep["changed"] == 0  # testbed answers are integers: nothing to fix
+    other = tmp_path / "paper"
+    summary = run_eval(str(tiny_random_model_dir), results_dir=other, grader="math_verify",
+                       **settings)["testbed_easy"]
+    assert summary["grader"]["name"] == "math_verify" and summary["grader"]["version"] == PAPER_GRADER_VERSION
+    # Resuming those samples under another grader would mix two graders in one file: refused, with the fix.
+    with pytest.raises(UserError, match="--regrade --grader rlbench"):
+        run_eval(str(tiny_random_model_dir), results_dir=other, grader="rlbench", **settings)

@@ -93,13 +93,16 @@ def regrade_benchmark(out: Path, grader: Any, grader_name: str, data_dir: Path |
     settings = _read_json(settings_path)
     name = settings.get("benchmark") or out.name
     summary_path = out / "summary.json"
-    n_problems = None
-    if summary_path.is_file():
-        n_problems = (_read_json(summary_path).get("data") or {}).get("n_problems")
-    problems = _load_problems(name, settings, n_problems, data_dir, out)
     files = sorted(p for p in out.iterdir() if p.name.startswith(_SAMPLE_PREFIX) and p.suffix == ".jsonl")
     per_file = {p: read_jsonl(p) for p in files}
     all_rows = [r for rows in per_file.values() for r in rows]
+    if not all_rows:  # an eval that never produced a sample: nothing to regrade
+        return {"benchmark": name, "samples": 0, "changed": 0, "became_correct": 0, "became_wrong": 0,
+                "mean@k": None}
+    # `--limit N` evals cover the first N problems: the summary says N, else the samples' problems do.
+    n_problems = (_read_json(summary_path).get("data") or {}).get("n_problems") if summary_path.is_file() else None
+    problems = _load_problems(name, settings, n_problems or len({str(r["problem_id"]) for r in all_rows}),
+                              data_dir, out)
     unknown = sorted({str(r["problem_id"]) for r in all_rows} - set(problems))
     if unknown:
         raise UserError(f"samples of problems the benchmark does not have: {unknown[:5]}", where=str(out),
