@@ -73,7 +73,7 @@ def paper_math_verify_score(completion: str, gold: str) -> float:
 
 
 def _pct(xs: list[float], q: float) -> float:
-    return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) >= 2 else (xs[0] if xs else 0.0)
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] if len(xs) >= 2 else (xs[0] if xs else 0.0)
 
 
 def bench_set(name: str, pairs: list[tuple[str, str]], timeout_s: float) -> None:
