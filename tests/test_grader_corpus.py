@@ -73,7 +73,7 @@ def test_rlbench_beats_plain_math_verify(corpus: list[dict[str, Any]], graded: d
     # scores (a handful of symbolic sums and power towers), so the comparison does not depend on machine speed.
     slow = {i for i, (a, b) in enumerate(zip(graded["rlbench"], graded["math_verify"], strict=True))
             if a.timed_out or b.timed_out}
-    assert len(slow) <= 10, sorted(corpus[i]["id"] for i in slow)
+    assert len(slow) <= 0.05 * len(corpus), sorted(corpus[i]["id"] for i in slow)
     ours, theirs = score(corpus, graded["rlbench"], slow), score(corpus, graded["math_verify"], slow)
     worse = {src: (ours[src], theirs[src]) for src in ours if ours[src][1] < theirs[src][1]}
     assert not worse, f"rlbench right on fewer cases than Math-Verify: {worse}"
