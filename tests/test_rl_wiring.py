@@ -88,7 +88,14 @@ def shared(tiny_random_model_dir, tmp_path_factory):
 REWARDS = [1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a mixed group and an all-correct group
 
 
-@pytest.mark.parametrize("algorithm", [a for a in RL_ALGORITHMS if a != "dapo"])
+# The first-wave algorithms, whose advantage is exactly compute_advantages. Wave-2 ones (issue 14: GFPO filtering,
+# TTRL pseudo-labels, entropy rewards, their own estimators in training/rollout_signals.py) transform rewards or
+# groups first and need their own hand-computed rows.
+FIRST_WAVE = [a for a in ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "gspo", "rloo", "gpg")
+              if a in RL_ALGORITHMS]
+
+
+@pytest.mark.parametrize("algorithm", FIRST_WAVE)
 @pytest.mark.parametrize("filter_mode", ["zero", "drop"])
 def test_advantages_and_keep_equal_the_pure_function(shared, tiny_random_model_dir, algorithm, filter_mode):
     trainer, reward, out = shared

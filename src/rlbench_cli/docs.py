@@ -46,7 +46,7 @@ def resolved_recipe(algorithm: str) -> Recipe:
     """The smallest valid recipe for `algorithm`, with every algorithm default filled in."""
     n = 1 if algorithm == "ppo" else 2
     data = {"name": "settings", "algorithm": {"name": algorithm}, "rollout": {"prompts_per_batch": 1, "n": n},
-            "optim": {"micro_batch_size": 1}}
+            "optim": {"micro_batch_size": n}}
     return recipe_from_dict(data, f"<settings of {algorithm}>")
 
 
