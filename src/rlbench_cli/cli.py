@@ -165,10 +165,12 @@ def eval_cmd(
     if target and model:
         raise UserError("give the model either as TARGET or with --model, not both", where="command line")
     chosen = model or target
-    if chosen == "testbed":  # the locally built tiny base model (built on first use)
+    from rlbench_cli.testbed.versions import model_version
+
+    if chosen and (version := model_version(chosen)):  # the locally built tiny base model (built on first use)
         from rlbench_cli.testbed.model import build_base_model
 
-        chosen = str(build_base_model(progress=True))
+        chosen = str(build_base_model(progress=True, version=version))
     defaults = _eval_defaults(chosen)
     bench_list = _split_csv(benchmarks) or defaults["benchmarks"]
     shard_t = None
@@ -193,6 +195,8 @@ def eval_cmd(
 
 def _eval_defaults(chosen: str | None) -> dict:
     """Eval settings when not given: the run's recipe `eval` section, else the testbed's or the paper's protocol."""
+    import json
+
     import yaml
 
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
@@ -201,7 +205,9 @@ def _eval_defaults(chosen: str | None) -> dict:
                 "max_new_tokens": 4096, "batch_size": 64}
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
-        defaults.update(benchmarks=list(TESTBED_EVAL), max_new_tokens=80, batch_size=256)
+        v1 = json.loads((folder / "testbed.json").read_text()).get("testbed_version", "v1") == "v1"
+        benches = [b.replace("testbed_", "testbed_v1_") for b in TESTBED_EVAL] if v1 else list(TESTBED_EVAL)
+        defaults.update(benchmarks=benches, max_new_tokens=80, batch_size=256)
     section = None
     if folder is not None and (folder / "recipe.yaml").is_file():
         try:
@@ -335,24 +341,25 @@ def testbed_build(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")
     ] = None,
+    version: Annotated[str | None, typer.Option(help="Testbed version: v2 (default) or v1.")] = None,
 ) -> None:
     """Build (or find in the cache) the tiny testbed base model. Deterministic; cached by config hash."""
     from rlbench_cli.testbed.model import build_base_model
 
-    path = build_base_model(cache_dir, force=force, progress=True)
+    path = build_base_model(cache_dir, force=force, progress=True, version=version)
     console.print(f"[green]testbed base model:[/] {path}")
     console.print(f"next: rlbench eval --model {path} --k 16   or   rlbench train recipes/tiny/grpo.yaml")
 
 
 @testbed_app.command("show")
 def testbed_show(
-    split: Annotated[str, typer.Argument(help="sft, train, easy, medium or hard.")] = "easy",
+    split: Annotated[str, typer.Argument(help="sft, train, easy, medium or hard (v1: v1/easy ...).")] = "easy",
     n: Annotated[int, typer.Option(help="How many problems.")] = 5,
 ) -> None:
     """Print a few problems of a testbed split."""
-    from rlbench_cli.testbed.task import generate_split
+    from rlbench_cli.testbed.versions import generate_split
 
-    for row in generate_split(split)[:n]:
+    for row in generate_split(split, n):
         console.print(f"{row['id']}  {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
 
 

@@ -86,7 +86,7 @@ def count_rows(recipe: Recipe) -> int | None:
     """Training rows the run will see, without loading a model (None for hub data: unknown until downloaded)."""
     d = recipe.data
     if d.source == "testbed":
-        from rlbench_cli.testbed.task import generate_split
+        from rlbench_cli.testbed.versions import generate_split
 
         n = len(generate_split(d.split))
     elif d.source == "jsonl" and d.path and Path(d.path).is_file():
@@ -141,10 +141,12 @@ def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int |
 def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
     """'testbed' → the locally built tiny model (built on first use); a folder → itself; else a hub id."""
     path = recipe.model.path
-    if path == "testbed":
+    from rlbench_cli.testbed.versions import model_version
+
+    if (version := model_version(path)) is not None:
         from rlbench_cli.testbed.model import build_base_model
 
-        return str(build_base_model(progress=console is not None))
+        return str(build_base_model(progress=console is not None, version=version))
     if Path(path).exists():
         if not (Path(path) / "config.json").exists():
             raise UserError("model folder has no config.json", where=f"model.path={path}",
