@@ -138,3 +138,43 @@ def test_power_matches_simulation() -> None:
     assert abs(rate - 0.8) < 0.04, (effect, rate)
     rate_small = _simulate(effect / 2, 3, 1000, np.random.default_rng(6), paired=True)
     assert abs(rate_small - power_t(effect / 2, sd_diff, 3)) < 0.04
+
+
+def _seed_folder(root, averages: dict[str, list[float]]):
+    """Runs whose single benchmark (4 problems, k=4) scores exactly the given Average per seed (25-point grid)."""
+    from test_compare_fixtures import make_run
+
+    for recipe, values in averages.items():
+        for seed, v in enumerate(values):
+            n_correct = round(v / 100 * 16)  # 16 samples in all
+            counts = [min(4, max(0, n_correct - 4 * i)) for i in range(4)]
+            make_run(root, f"{recipe}-s{seed}", recipe=recipe, label=recipe, algorithm="grpo", seed=seed,
+                     evals={"testbed_easy": counts})
+    return root
+
+
+def test_power_report_hand_values(tmp_path) -> None:
+    from rlbench_cli.compare.loader import load_runs
+    from rlbench_cli.compare.seeds import per_seed_average, power_report
+
+    # a: 50, 56.25, 62.5 (sd 6.25); b: 25, 37.5, 37.5 (sd 7.2169); differences 25, 18.75, 25 (sd 3.6084)
+    _seed_folder(tmp_path, {"a": [50.0, 56.25, 62.5], "b": [25.0, 37.5, 37.5]})
+    runs, _ = load_runs(tmp_path)
+    assert per_seed_average([r for r in runs if r.recipe_name == "a"], ["testbed_easy"]) == {
+        0: 50.0, 1: 56.25, 2: 62.5}
+    rep = power_report(runs, 10.0)
+    pooled = math.sqrt((6.25**2 * 2 + 7.216878**2 * 2) / 4)
+    assert math.isclose(rep["seed_sd"], pooled, rel_tol=1e-6) and rep["seed_sd_df"] == 4
+    assert math.isclose(rep["paired_sd"], 3.608439, rel_tol=1e-6) and rep["paired_sd_df"] == 2
+    assert rep["seeds_needed_paired"] == seeds_needed(10.0, 3.608439)
+    assert rep["seeds_needed_unpaired"] == seeds_needed(10.0, pooled, paired=False)
+
+
+def test_compare_power_cli(tmp_path) -> None:
+    from helpers import run_cli
+
+    _seed_folder(tmp_path, {"a": [50.0, 56.25, 62.5], "b": [25.0, 37.5, 37.5]})
+    code, out, _ = run_cli("compare", str(tmp_path), "--power", "10")
+    assert code == 0 and "seeds needed (paired t)" in out and "3.61" in out
+    code, out, err = run_cli("compare", str(tmp_path), "--power", "-1")
+    assert code == 2 and "--power" in out + err

@@ -233,6 +233,8 @@ def compare(
     plots: Annotated[Path | None, typer.Option(help="Write training-curve and bar-chart PNGs here.")] = None,
     extra: Annotated[str | None, typer.Option(help="Extra columns: pass@k,maj@k,entropy,wall_time,gen_tokens.")] = None,
     metric: Annotated[str, typer.Option(help="Cell metric: mean@k, pass@k, maj@k or pass@1.")] = "mean@k",
+    power: Annotated[float | None, typer.Option(
+        help="Print the seeds needed to detect a difference of POWER points (80% power) and exit.")] = None,
 ) -> None:
     """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
     from rlbench_cli.compare import run_compare
@@ -243,6 +245,16 @@ def compare(
         raise UserError(f"unknown metric {metric!r}", where="--metric", fix="use mean@k, pass@k, maj@k or pass@1")
     if not results_dir.is_dir():
         raise UserError("results folder not found", where=str(results_dir), fix="train and eval a run first")
+    if power is not None:
+        from rlbench_cli.compare.loader import load_runs
+        from rlbench_cli.compare.seeds import power_report, render_power
+
+        if not power > 0:
+            raise UserError(f"--power must be a positive difference in points, got {power}", where="--power")
+        runs, _ = load_runs(results_dir, metric)
+        for line in render_power(power_report(runs, power, metric)):
+            console.print(line, highlight=False, markup=False)
+        return
     run_compare(results_dir, fmt=fmt, output=output, baseline=baseline, reference=reference, plots_dir=plots,
                 extra_columns=_split_csv(extra), metric=metric, console=console)
 
@@ -330,6 +342,38 @@ def env() -> None:
 
     console.print_json(json.dumps({"versions": package_versions(), "git_commit": git_commit(),
                                    "hardware": hardware_info()}))
+
+
+# ------------------------------------------------------------------------------------------------------ reproduce
+
+
+@app.command()
+def reproduce(
+    findings: Annotated[list[str] | None, typer.Argument(help="Finding ids (default: every shipped finding).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per arm (default: each finding's own).", min=1)] = None,
+    output: Annotated[Path, typer.Option(help="Folder for the cached runs and the report.")] = Path(
+        "results/reproduce"),
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped findings and exit.")] = False,
+) -> None:
+    """Check published findings on the testbed: holds / does not hold / inconclusive, with statistics."""
+    if list_:
+        from rich.table import Table
+
+        from rlbench_cli.reproduce.spec import load_findings
+
+        table = Table()
+        table.add_column("finding", no_wrap=True)
+        for col in ("claim", "source", "seeds"):
+            table.add_column(col)
+        for f, _, _ in load_findings().values():
+            table.add_row(f.id, f.claim, f"{f.source.paper.split(',')[0]}: {f.source.where}", str(f.seeds))
+        console.print(table)
+        return
+    from rlbench_cli.reproduce.report import reproduce as run_reproduce
+
+    run_reproduce(findings, seeds, output, console=console)
+    console.print((output / "report.md").read_text(), markup=False, highlight=False)
+    console.print(f"[green]report:[/] {output / 'report.md'} and {output / 'report.json'}")
 
 
 # -------------------------------------------------------------------------------------------------------- testbed

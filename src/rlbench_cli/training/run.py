@@ -32,7 +32,7 @@ from rlbench_cli.records import (
 
 METRIC_KEYS = (
     "step", "samples", "gen_tokens", "wall_time", "reward_mean", "accuracy", "entropy", "kl", "clip_frac",
-    "response_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm", "tokens_per_s",
+    "response_len", "incorrect_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm", "tokens_per_s",
 )
 
 LABELS = {
