@@ -132,3 +132,47 @@ def test_cli_list_and_unknown_finding(tmp_path: Path) -> None:
     assert code == 0 and "minimal_rl_raftpp_faster_early" in out
     code, out, err = run_cli("reproduce", "no_such_finding", "--output", str(tmp_path))
     assert code == 2 and "unknown finding" in out + err
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_caches_runs(tmp_path: Path, tiny_random_model_dir: Path) -> None:
+    """Two tiny findings (2 seeds): identical arms -> inconclusive; runs are shared, cached and not retrained."""
+    import yaml
+    from helpers import tiny_recipe
+
+    from rlbench_cli.reproduce.report import reproduce
+
+    recipe = tiny_recipe("grpo", tiny_random_model_dir, tmp_path / "unused")
+    recipe["optim"]["max_steps"] = 2
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    found = tmp_path / "findings"
+    found.mkdir()
+    same = _finding(id="same_arms", arms={"a": {"recipe": str(tmp_path / "r.yaml")},
+                                          "b": {"recipe": str(tmp_path / "r.yaml")}},
+                    metric={"kind": "eval_mean_at_k"}, seeds=2)
+    lr = _finding(id="lr_entropy", arms={"a": {"recipe": str(tmp_path / "r.yaml"), "overrides": ["optim.lr=0.01"]},
+                                         "b": {"recipe": str(tmp_path / "r.yaml")}},
+                  metric={"kind": "entropy_end", "last_steps": 1}, seeds=2)
+    for f in (same, lr):
+        (found / f"{f['id']}.yaml").write_text(yaml.safe_dump(f))
+    out = tmp_path / "out"
+    report = reproduce(None, None, out, findings_folder=found)
+    by_id = {f["id"]: f for f in report["findings"]}
+    assert by_id["same_arms"]["verdict"] == "inconclusive"
+    assert by_id["same_arms"]["runs"]["a"] == by_id["same_arms"]["runs"]["b"]
+    assert by_id["lr_entropy"]["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert by_id["lr_entropy"]["statistic"]["test"] == "paired-t" and by_id["lr_entropy"]["seeds"] == 2
+    assert len(list((out / "runs").iterdir())) == 4  # (base recipe, lr recipe) x 2 seeds, shared across findings
+    md = (out / "report.md").read_text()
+    assert "same_arms" in md and json.loads((out / "report.json").read_text())["findings"][0]["sha256"]
+    # a rerun trains nothing: every run is cached
+    import rlbench_cli.training.run as run_mod
+
+    def boom(*a, **k):
+        raise AssertionError("retrained a cached run")
+
+    orig, run_mod.run_training = run_mod.run_training, boom
+    try:
+        assert reproduce(None, None, out, findings_folder=found)["findings"] == report["findings"]
+    finally:
+        run_mod.run_training = orig

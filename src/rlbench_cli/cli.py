@@ -354,6 +354,9 @@ def reproduce(
     output: Annotated[Path, typer.Option(help="Folder for the cached runs and the report.")] = Path(
         "results/reproduce"),
     list_: Annotated[bool, typer.Option("--list", help="List the shipped findings and exit.")] = False,
+    jobs: Annotated[int, typer.Option(help="Runs trained at once (separate processes).", min=1)] = 1,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="KEY=VALUE override for every training arm, e.g. torch_threads=1 (part of the cache key).")] = None,
 ) -> None:
     """Check published findings on the testbed: holds / does not hold / inconclusive, with statistics."""
     if list_:
@@ -371,7 +374,7 @@ def reproduce(
         return
     from rlbench_cli.reproduce.report import reproduce as run_reproduce
 
-    run_reproduce(findings, seeds, output, console=console)
+    run_reproduce(findings, seeds, output, console=console, jobs=jobs, overrides=list(overrides or []))
     console.print((output / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"[green]report:[/] {output / 'report.md'} and {output / 'report.json'}")
 

@@ -34,6 +34,10 @@ class RunSpec:
     def is_base(self) -> bool:
         return self.recipe_path == "base"
 
+    @property
+    def arm(self) -> Arm:
+        return Arm(recipe=self.recipe_path, overrides=list(self.overrides))
+
 
 def _recipe_file(recipe: str) -> Path:
     path = Path(recipe)
@@ -125,8 +129,7 @@ def execute(runs_dir: Path, spec: RunSpec, needs_eval: bool, *, eval_like: Any |
         target, recipe = "testbed", eval_like
         folder.mkdir(parents=True, exist_ok=True)
     else:
-        recipe = load_arm_recipe(Arm(recipe=spec.recipe_path, overrides=list(spec.overrides)), spec.seed,
-                                 runs_dir, spec.key)
+        recipe = load_arm_recipe(spec.arm, spec.seed, runs_dir, spec.key)
         target = str(folder)
         manifest = folder / "manifest.json"
         if not info.get("trained") and manifest.exists():

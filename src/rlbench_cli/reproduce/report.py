@@ -19,8 +19,8 @@ from rlbench_cli.reproduce.spec import Finding, load_findings
 from rlbench_cli.reproduce.verdict import run_metric, verdict
 
 
-def select(ids: list[str] | None) -> list[tuple[Finding, str, Path]]:
-    shipped = load_findings()
+def select(ids: list[str] | None, folder: Path | None = None) -> list[tuple[Finding, str, Path]]:
+    shipped = load_findings(folder)
     if not ids:
         return list(shipped.values())
     missing = [i for i in ids if i not in shipped]
@@ -46,10 +46,18 @@ def _eval_like(f: Finding, seed: int) -> Any:
     return load_arm_recipe(train_arm, seed) if train_arm else None
 
 
-def reproduce(ids: list[str] | None, seeds: int | None, output: Path, console: Any = None) -> dict[str, Any]:
-    """Run every selected finding; returns the report dict (also written to output)."""
-    chosen = select(ids)
+def reproduce(ids: list[str] | None, seeds: int | None, output: Path, console: Any = None, *, jobs: int = 1,
+              overrides: list[str] | None = None, findings_folder: Path | None = None) -> dict[str, Any]:
+    """Run every selected finding; returns the report dict (also written to output).
+
+    `overrides` apply to every training arm (e.g. torch_threads=1 on a busy machine) and enter the cache keys."""
+    chosen = select(ids, findings_folder)
     findings = [f for f, _, _ in chosen]
+    if overrides:
+        findings = [f.model_copy(update={"arms": {n: a if a.recipe == "base" else
+                                                   a.model_copy(update={"overrides": [*overrides, *a.overrides]})
+                                                   for n, a in f.arms.items()}}) for f in findings]
+        chosen = [(f, d, p) for f, (_, d, p) in zip(findings, chosen, strict=True)]
     plans = plan_runs(findings, seeds)
     runs_dir = Path(output) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -60,27 +68,55 @@ def reproduce(ids: list[str] | None, seeds: int | None, output: Path, console: A
     if console is not None:
         console.print(f"[bold]reproduce[/]: {len(chosen)} findings, {len(todo)} runs "
                       f"({len(todo) - len(pending)} done, {len(pending)} to do) in {runs_dir}")
-    _run_all(pending, runs_dir, eval_like, console)
+    _run_all(pending, runs_dir, eval_like, console, jobs=jobs)
     report = build_report(chosen, plans, runs_dir, seeds)
+    report["overrides"] = list(overrides or [])
     atomic_write_json(Path(output) / "report.json", report)
     atomic_write_text(Path(output) / "report.md", render_markdown(report))
     return report
 
 
-def _run_all(pending: list[tuple[RunSpec, bool]], runs_dir: Path, eval_like: dict[str, Any], console: Any) -> None:
+def _run_all(pending: list[tuple[RunSpec, bool]], runs_dir: Path, eval_like: dict[str, Any], console: Any,
+             jobs: int = 1) -> None:
+    """Train/evaluate the pending runs, `jobs` at a time (separate processes; one writer per run folder)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not pending:
         return
+    if jobs > 1 and any(s.is_base or load_arm_recipe(s.arm, s.seed).model.path.startswith("testbed")
+                        for s, _ in pending):
+        from rlbench_cli.testbed.model import build_base_model
+
+        build_base_model(progress=console is not None)  # once, before workers would race to build it
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]reproduce runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, disable=console is None) as bar:
         task = bar.add_task("runs", total=len(pending), info="")
-        for i, (spec, needs_eval) in enumerate(pending):
-            eta = "" if i == 0 else f"ETA {(time.perf_counter() - t0) / i * (len(pending) - i) / 60:.0f} min · "
-            bar.update(task, info=f"{eta}now {spec.key}")
-            execute(runs_dir, spec, needs_eval, eval_like=eval_like.get(spec.key), console=None)
-            bar.update(task, advance=1)
+        if jobs <= 1:
+            for i, (spec, needs_eval) in enumerate(pending):
+                bar.update(task, info=_eta(t0, i, len(pending)) + f"now {spec.key}")
+                execute(runs_dir, spec, needs_eval, eval_like=eval_like.get(spec.key), console=None)
+                bar.update(task, advance=1)
+            return
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(execute, runs_dir, spec, needs_eval, eval_like=eval_like.get(spec.key)): spec
+                       for spec, needs_eval in pending}
+            done_n, waiting = 0, set(futures)
+            while waiting:
+                finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()  # a failed run stops the reproduce with its error
+                    done_n += 1
+                bar.update(task, completed=done_n, info=_eta(t0, done_n, len(pending)) + f"{len(waiting)} running/queued")
+
+
+def _eta(t0: float, done: int, total: int) -> str:
+    if done == 0:
+        return ""
+    return f"ETA {(time.perf_counter() - t0) / done * (total - done) / 60:.0f} min · "
 
 
 def build_report(chosen: list[tuple[Finding, str, Path]], plans: dict[str, dict[str, list[RunSpec]]],

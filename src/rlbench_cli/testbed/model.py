@@ -61,7 +61,7 @@ class TestbedConfig:
 # v2 (issue 11): a smaller, shorter warm start so that RL has accuracy and entropy to gain; see task_v2.py.
 V2_CONFIG = TestbedConfig(
     hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=160,
-    sft_examples=20000, steps=500, batch_size=64, lr=2e-3, warmup_steps=50, version="v2",
+    sft_examples=20000, steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, version="v2",
 )
 CONFIGS = {"v1": TestbedConfig(), "v2": V2_CONFIG}
 
