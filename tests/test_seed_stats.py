@@ -178,3 +178,18 @@ def test_compare_power_cli(tmp_path) -> None:
     assert code == 0 and "seeds needed (paired t)" in out and "3.61" in out
     code, out, err = run_cli("compare", str(tmp_path), "--power", "-1")
     assert code == 2 and "--power" in out + err
+
+
+def test_compare_reports_holds_across_seeds(tmp_path) -> None:
+    from rlbench_cli.compare import run_compare
+
+    # a - b per seed: 25, 18.75, 25 -> paired t: mean 22.917, sd 3.608, t = 11.0, df 2, p = 0.00816
+    _seed_folder(tmp_path, {"a": [50.0, 56.25, 62.5], "b": [25.0, 37.5, 37.5], "c": [25.0, 43.75, 31.25]})
+    res = run_compare(tmp_path, fmt="json", baseline="b", output=tmp_path / "t.json")
+    tests = {t["row"]: t for t in res["seed_tests"]}
+    assert tests["a"]["test"] == "paired-t" and math.isclose(tests["a"]["diff"], 22.916667, rel_tol=1e-6)
+    assert math.isclose(tests["a"]["p_value"], 0.00816, abs_tol=2e-4) and tests["a"]["holds_across_seeds"] == "yes"
+    # c - b: 0, 6.25, -6.25 -> mean 0: does not hold
+    assert tests["c"]["holds_across_seeds"] == "no" and math.isclose(tests["c"]["diff"], 0.0, abs_tol=1e-9)
+    md = run_compare(tmp_path, fmt="markdown", baseline="b", output=tmp_path / "t.md")
+    assert md["seed_tests"] and "holds across seeds: yes" in (tmp_path / "t.md").read_text()

@@ -75,7 +75,8 @@ def test_v2_answer_styles_vary_in_length(splits: dict[str, list[dict]]) -> None:
 def test_versions_by_name() -> None:
     from rlbench_cli.testbed import task as task_v1
     from rlbench_cli.testbed.model import config_hash, default_config
-    from rlbench_cli.testbed.versions import DEFAULT_VERSION, generate_split as by_name, model_version, split_version
+    from rlbench_cli.testbed.versions import DEFAULT_VERSION, model_version, split_version
+    from rlbench_cli.testbed.versions import generate_split as by_name
 
     assert DEFAULT_VERSION == "v2"
     assert model_version("testbed") == "v2" and model_version("testbed:v1") == "v1" and model_version("x/y") is None

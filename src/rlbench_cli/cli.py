@@ -356,7 +356,7 @@ def reproduce(
     list_: Annotated[bool, typer.Option("--list", help="List the shipped findings and exit.")] = False,
     jobs: Annotated[int, typer.Option(help="Runs trained at once (separate processes).", min=1)] = 1,
     overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="KEY=VALUE override for every training arm, e.g. torch_threads=1 (part of the cache key).")] = None,
+        "--set", help="KEY=VALUE for every training arm, e.g. torch_threads=1 (part of the cache key).")] = None,
 ) -> None:
     """Check published findings on the testbed: holds / does not hold / inconclusive, with statistics."""
     if list_:

@@ -97,7 +97,9 @@ class DataConfig(Section):
     path: str | None = Field(None, description="JSONL file (source: jsonl).")
     hub_id: str | None = Field(None, description="Dataset id (source: hub), e.g. ScaleML-RLHF/numina_math.")
     subset: str | None = Field(None, description="Dataset config name (source: hub).")
-    split: str = Field("train", description="Dataset split (hub) or testbed split ('train'; 'sft' for SFT; 'v1/train' for testbed v1).")
+    split: str = Field(
+        "train", description="Dataset split (hub) or testbed split ('train'; 'sft' for SFT; 'v1/train' for v1)."
+    )
     problem_field: str = Field("problem", description="Field with the problem text (dotted for nesting).")
     answer_field: str = Field(
         "answer", description="Field with the gold answer (dotted, e.g. reward_model.ground_truth)."

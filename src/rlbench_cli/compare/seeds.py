@@ -93,3 +93,32 @@ def render_power(rep: dict[str, Any]) -> list[str]:
     if rep["seed_sd_df"] == 0:
         lines.append("No recipe has 2 or more seeds: train more seeds (rlbench train --seeds 0,1,2) to estimate it.")
     return lines
+
+
+def across_seeds(rows: Sequence[tuple[str, Sequence[Run]]], baseline: tuple[str, Sequence[Run]],
+                 benchmarks: Sequence[str], metric: str = "mean@k") -> list[dict[str, Any]]:
+    """Each row's Average vs the baseline's across seeds (paired t on common seeds, else Welch), in points."""
+    base_vals = per_seed_average(baseline[1], benchmarks, metric)
+    out = []
+    for label, runs in rows:
+        vals = per_seed_average(runs, benchmarks, metric)
+        if not vals or not base_vals:
+            continue
+        t = seed_test(vals, base_vals)
+        holds = "yes" if t.significant else ("n/a" if t.test == "none" else "no")
+        out.append({"row": label, "baseline": baseline[0], "holds_across_seeds": holds, **t.to_dict()})
+    return out
+
+
+def render_across_seeds(tests: Sequence[dict[str, Any]]) -> list[str]:
+    if not tests:
+        return []
+    lines = [f"Across seeds (Average, points; each seed is one run; test vs {tests[0]['baseline']}):"]
+    for t in tests:
+        if t["test"] == "none":
+            lines.append(f"  {t['row']}: {t['diff']:+.2f}; needs >= 2 seeds in both rows for a test across seeds")
+            continue
+        lines.append(f"  {t['row']}: {t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] "
+                     f"{t['test']} p={t['p_value']:.3g} seeds {t['n_seeds']} vs {t['n_seeds_baseline']}: "
+                     f"holds across seeds: {t['holds_across_seeds']}")
+    return lines

@@ -110,7 +110,8 @@ def _run_all(pending: list[tuple[RunSpec, bool]], runs_dir: Path, eval_like: dic
                 for fut in finished:
                     fut.result()  # a failed run stops the reproduce with its error
                     done_n += 1
-                bar.update(task, completed=done_n, info=_eta(t0, done_n, len(pending)) + f"{len(waiting)} running/queued")
+                info = _eta(t0, done_n, len(pending)) + f"{len(waiting)} running/queued"
+                bar.update(task, completed=done_n, info=info)
 
 
 def _eta(t0: float, done: int, total: int) -> str:
@@ -161,6 +162,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Test: {report['test']}. Commit {report['rlbench_git_commit']}.", "",
               "Per-seed values and finding-file hashes:", ""]
     for f in report["findings"]:
-        per = "; ".join(f"{arm}: " + ", ".join(f"{v:.3g}" for v in vals.values()) for arm, vals in f["per_seed"].items())
+        per = "; ".join(f"{arm}: " + ", ".join(f"{v:.3g}" for v in vals.values())
+                        for arm, vals in f["per_seed"].items())
         lines.append(f"- `{f['id']}` ({f['file']} sha256 {f['sha256'][:12]}): {per}; {f['reason']}")
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import hashlib
 import random
 
 from rlbench_cli.errors import UserError
-from rlbench_cli.testbed.task import SHAPES, Shape, _draw, format_problem, solve
+from rlbench_cli.testbed.task import SHAPES, Shape, draw_operands, format_problem, solve
 
 TASK_VERSION = "arith-chain-v3-styles"
 
@@ -72,7 +72,7 @@ def generate_split(split: str, n: int | None = None) -> list[dict]:
     width = max(4, len(str(max(n - 1, 0))))
     while len(rows) < n:
         difficulty = rng.choices(names, weights)[0]
-        operands, ops = _draw(rng, shapes[difficulty])
+        operands, ops = draw_operands(rng, shapes[difficulty])
         direct = split == "sft" and rng.random() < DIRECT_FRACTION
         problem = format_problem(operands, ops)
         if problem in seen or pool_of(problem) != pool:
