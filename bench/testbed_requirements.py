@@ -29,9 +29,8 @@ from rlbench_cli.records import read_jsonl
 def _runs(root: Path, prefix: str) -> dict[int, Path]:
     out = {}
     for d in sorted((root / "runs").glob(f"{prefix}-s*-*")):
-        info = d / "reproduce.json"
-        if info.exists():
-            out[json.loads(info.read_text())["seed"]] = d
+        if (d / "manifest.json").exists() or (d / "reproduce.json").exists():
+            out[int(d.name[len(prefix) + 2:].split("-")[0])] = d
     return out
 
 
@@ -53,8 +52,8 @@ def _splits(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _avg(splits: dict[str, dict[str, float]], key: str = "mean") -> float:
-    return sum(v[key] for v in splits.values()) / len(splits)
+def _avg(splits: dict[str, dict[str, float]], key: str = "mean") -> float | None:
+    return sum(v[key] for v in splits.values()) / len(splits) if splits else None
 
 
 def measure(root: Path) -> dict:
@@ -71,7 +70,9 @@ def measure(root: Path) -> dict:
         kl_max[s] = max(r["kl"] for r in rows)
         man = json.loads((d / "manifest.json").read_text())
         wall[s] = man.get("wall_time_s")
-        cpu[s] = (json.loads((d / "reproduce.json").read_text())).get("train_cpu_s")
+        info = d / "reproduce.json"
+        cpu[s] = json.loads(info.read_text()).get("train_cpu_s") if info.exists() else None
+        res.setdefault("steps", {})[s] = len(rows)
     mean, half = t_interval(list(rises.values()))
     res["moves"] = {"rise_points_per_seed": rises, "rise_mean": mean, "rise_ci95": [mean - half, mean + half],
                     "kl_end_per_seed": kls, "kl_max_per_seed": kl_max, "train_wall_s": wall, "train_cpu_s": cpu}
@@ -91,11 +92,14 @@ def measure(root: Path) -> dict:
                        "max_trained_mean": max((v["mean"] for t in trained.values() for v in t.values()),
                                                default=None)}
     # power
-    avg = {"grpo": {s: _avg(_splits(d)) for s, d in grpo.items()},
-           "raft_pp": {s: _avg(_splits(d)) for s, d in raftpp.items()}}
+    avg = {"grpo": {s: a for s, d in grpo.items() if (a := _avg(_splits(d))) is not None},
+           "raft_pp": {s: a for s, d in raftpp.items() if (a := _avg(_splits(d))) is not None}}
     sd_pooled, df = pooled_seed_sd([list(v.values()) for v in avg.values()])
     seeds = sorted(set(avg["grpo"]) & set(avg["raft_pp"]))
     pt = paired_t([avg["grpo"][s] for s in seeds], [avg["raft_pp"][s] for s in seeds])
+    if not seeds:
+        res["power"] = {"note": "no evaluated runs yet"}
+        return res
     res["power"] = {
         "average_per_seed": avg,
         "sd_per_arm": {k: (math.sqrt(sum((x - sum(v.values()) / len(v)) ** 2 for x in v.values()) / (len(v) - 1))

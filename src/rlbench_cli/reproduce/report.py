@@ -144,7 +144,9 @@ def build_report(chosen: list[tuple[Finding, str, Path]], plans: dict[str, dict[
 
 
 def _fmt(x: float | None, nd: int = 2) -> str:
-    return "–" if x is None or x != x else f"{x:.{nd}f}"
+    if x is None or x != x:
+        return "–"
+    return f"{x:.{nd}f}" if abs(x) >= 0.1 or x == 0 else f"{x:.2g}"  # entropies are ~0.01
 
 
 def render_markdown(report: dict[str, Any]) -> str:
