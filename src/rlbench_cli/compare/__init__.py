@@ -5,8 +5,8 @@ with one warning each), groups them into recipe rows with benchmark columns (tab
 model.py; mixed evaluation settings are split into separate columns, or refused inside one row — see
 tables.py), optionally tests each row against a baseline with a paired bootstrap over problems (stats.py) and
 with a t-test across seeds (seeds.py, seed_stats.py), adds published reference rows (reference.py), renders
-the table as rich / markdown / latex / csv / json (render.py), and writes plots (plots.py). Heavy libraries
-load lazily.
+the table as rich / markdown / latex / csv / json (render.py) or as lm-evaluation-harness results files
+(lmeval.py), and writes plots (plots.py). Heavy libraries load lazily.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from rlbench_cli.errors import UserError
 
-FORMATS = ("rich", "markdown", "latex", "csv", "json")
+FORMATS = ("rich", "markdown", "latex", "csv", "json", "lm-eval")
 METRICS = ("mean@k", "pass@k", "maj@k", "pass@1")
 
 __all__ = ["FORMATS", "METRICS", "run_compare"]
@@ -117,6 +117,16 @@ def run_compare(
         text = renderers[fmt](comp)
         if fmt == "markdown" and seed_lines:
             text += "\n" + "\n".join(f"- {x.strip()}" if i else x for i, x in enumerate(seed_lines)) + "\n"
+    elif fmt == "lm-eval":
+        from rlbench_cli.compare.lmeval import lm_eval_documents, write_lm_eval
+
+        docs = lm_eval_documents(comp)
+        if output is not None:  # lm-eval's own layout: one results file per model under the folder
+            result["output_files"] = [str(p) for p in write_lm_eval(docs, output)]
+            output = None
+            text = "".join(f"wrote {p}\n" for p in result["output_files"])
+        else:
+            text = json.dumps(docs, indent=2, default=str) + "\n"
 
     from rich.console import Console
 
