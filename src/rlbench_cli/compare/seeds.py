@@ -111,7 +111,8 @@ def across_seeds(rows: Sequence[tuple[str, Sequence[Run]]], baseline: tuple[str,
 
 
 def render_across_seeds(tests: Sequence[dict[str, Any]]) -> list[str]:
-    if not tests:
+    """Lines under the table; nothing when no row has a test across seeds (single-seed folders stay unchanged)."""
+    if not any(t["test"] != "none" for t in tests):
         return []
     lines = [f"Across seeds (Average, points; each seed is one run; test vs {tests[0]['baseline']}):"]
     for t in tests:
