@@ -8,7 +8,7 @@ DEMO_RECIPES ?= sft raft raft_pp reinforce reinforce_rej grpo dr_grpo dapo gspo 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-fast demo lint bench mutants planted-mutations clean
+.PHONY: install test test-fast demo demo-all lint bench mutants planted-mutations clean
 
 install: $(VENV)/.installed
 
@@ -26,15 +26,34 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# The paper's core algorithms, 3 seeds each (issue 11): CIs across seeds, tests vs GRPO (over problems and across
+# seeds), training curves, then the reproduce report of the Minimal-RL findings (it reuses these runs' recipes).
+CORE_RECIPES ?= raft raft_pp reinforce reinforce_rej grpo
+SEEDS ?= 0,1,2
+MINIMAL_RL_FINDINGS ?= minimal_rl_raftpp_faster_early minimal_rl_raftpp_entropy_lower \
+	minimal_rl_grpo_ends_at_least_raftpp minimal_rl_reinforce_drop_all_wrong minimal_rl_reinforce_rej_at_least_grpo
 demo: install
 	$(RLBENCH) testbed build
 	$(RLBENCH) eval --model testbed --results $(DEMO_DIR) --k 16
-	@for r in $(DEMO_RECIPES); do \
-	  $(RLBENCH) train recipes/tiny/$$r.yaml --output $(DEMO_DIR) --overwrite && \
-	  $(RLBENCH) eval $(DEMO_DIR)/tiny-$$r-s0 --k 16 || exit 1; \
+	@for r in $(CORE_RECIPES); do \
+	  $(RLBENCH) train recipes/tiny/$$r.yaml --seeds $(SEEDS) --output $(DEMO_DIR) --overwrite || exit 1; \
+	  for s in $$(echo $(SEEDS) | tr , ' '); do $(RLBENCH) eval $(DEMO_DIR)/tiny-$$r-s$$s --k 16 || exit 1; done; \
 	done
-	$(RLBENCH) compare $(DEMO_DIR) --format markdown --output $(DEMO_DIR)/table.md
-	$(RLBENCH) compare $(DEMO_DIR)
+	$(RLBENCH) compare $(DEMO_DIR) --baseline grpo --plots $(DEMO_DIR)/plots --format markdown --output $(DEMO_DIR)/table.md
+	$(RLBENCH) compare $(DEMO_DIR) --baseline grpo
+	$(RLBENCH) compare $(DEMO_DIR) --power 2
+	$(RLBENCH) reproduce $(MINIMAL_RL_FINDINGS) --seeds 3 --output $(DEMO_DIR)/reproduce
+
+# Every tiny recipe, one seed each (the issue-4 demo).
+demo-all: install
+	$(RLBENCH) testbed build
+	$(RLBENCH) eval --model testbed --results $(DEMO_DIR)-all --k 16
+	@for r in $(DEMO_RECIPES); do \
+	  $(RLBENCH) train recipes/tiny/$$r.yaml --output $(DEMO_DIR)-all --overwrite && \
+	  $(RLBENCH) eval $(DEMO_DIR)-all/tiny-$$r-s0 --k 16 || exit 1; \
+	done
+	$(RLBENCH) compare $(DEMO_DIR)-all --format markdown --output $(DEMO_DIR)-all/table.md
+	$(RLBENCH) compare $(DEMO_DIR)-all
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -139,7 +139,7 @@ def test_hub_rows_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bench.source.startswith("hf://HuggingFaceH4/MATH-500") and bench.sha256
 
 
-@pytest.mark.parametrize("name", ["testbed_easy", "testbed_medium", "testbed_hard"])
+@pytest.mark.parametrize("name", ["testbed_easy", "testbed_medium", "testbed_hard", "testbed_v1_easy"])
 def test_testbed_splits(name: str) -> None:
     a = load_benchmark(name, limit=20)
     b = load_benchmark(name, limit=20)
@@ -181,3 +181,11 @@ def test_real_math500_answer_is_last_box(tmp_path: Path) -> None:
     shutil.copy(data / "math500.jsonl", tmp_path / "math500.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "math500.jsonl").read_text().splitlines()]
     assert all(extract_boxed(r["solution"]) == r["answer"] for r in rows)
+
+
+def test_testbed_v1_benchmarks_keep_v1_problems() -> None:
+    from rlbench_cli.testbed.task import generate_split as v1_split
+
+    v1 = load_benchmark("testbed_v1_hard", limit=5)
+    assert [p.problem for p in v1.problems] == [r["problem"] for r in v1_split("hard", 5)]
+    assert v1.sha256 != load_benchmark("testbed_hard", limit=5).sha256

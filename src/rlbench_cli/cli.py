@@ -199,10 +199,12 @@ def eval_cmd(
     if target and model:
         raise UserError("give the model either as TARGET or with --model, not both", where="command line")
     chosen = model or target
-    if chosen == "testbed":  # the locally built tiny base model (built on first use)
+    from rlbench_cli.testbed.versions import model_version
+
+    if chosen and (version := model_version(chosen)):  # the locally built tiny base model (built on first use)
         from rlbench_cli.testbed.model import build_base_model
 
-        chosen = str(build_base_model(progress=True))
+        chosen = str(build_base_model(progress=True, version=version))
     defaults = _eval_defaults(chosen)
     bench_list = _split_csv(benchmarks) or defaults["benchmarks"]
     shard_t = None
@@ -235,6 +237,8 @@ def _em_inf_settings(defaults: dict, flag: bool | None) -> dict | None:
 
 def _eval_defaults(chosen: str | None) -> dict:
     """Eval settings when not given: the run's recipe `eval` section, else the testbed's or the paper's protocol."""
+    import json
+
     import yaml
 
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
@@ -244,7 +248,9 @@ def _eval_defaults(chosen: str | None) -> dict:
                 "em_inf_kl_weight": 0.001, "em_inf_lr": 0.1, "em_inf_steps": 3, "grader": "rlbench"}
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
-        defaults.update(benchmarks=list(TESTBED_EVAL), max_new_tokens=80, batch_size=256)
+        v1 = json.loads((folder / "testbed.json").read_text()).get("testbed_version", "v1") == "v1"
+        benches = [b.replace("testbed_", "testbed_v1_") for b in TESTBED_EVAL] if v1 else list(TESTBED_EVAL)
+        defaults.update(benchmarks=benches, max_new_tokens=80, batch_size=256)
     section = None
     if folder is not None and (folder / "recipe.yaml").is_file():
         try:
@@ -271,6 +277,8 @@ def compare(
     plots: Annotated[Path | None, typer.Option(help="Write training-curve and bar-chart PNGs here.")] = None,
     extra: Annotated[str | None, typer.Option(help="Extra columns: pass@k,maj@k,entropy,wall_time,gen_tokens.")] = None,
     metric: Annotated[str, typer.Option(help="Cell metric: mean@k, pass@k, maj@k or pass@1.")] = "mean@k",
+    power: Annotated[float | None, typer.Option(
+        help="Print the seeds needed to detect a difference of POWER points (80% power) and exit.")] = None,
 ) -> None:
     """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
     from rlbench_cli.compare import run_compare
@@ -282,6 +290,16 @@ def compare(
         raise UserError(f"unknown metric {metric!r}", where="--metric", fix="use mean@k, pass@k, maj@k or pass@1")
     if not results_dir.is_dir():
         raise UserError("results folder not found", where=str(results_dir), fix="train and eval a run first")
+    if power is not None:
+        from rlbench_cli.compare.loader import load_runs
+        from rlbench_cli.compare.seeds import power_report, render_power
+
+        if not power > 0:
+            raise UserError(f"--power must be a positive difference in points, got {power}", where="--power")
+        runs, _ = load_runs(results_dir, metric)
+        for line in render_power(power_report(runs, power, metric)):
+            console.print(line, highlight=False, markup=False)
+        return
     run_compare(results_dir, fmt=fmt, output=output, baseline=baseline, reference=reference, plots_dir=plots,
                 extra_columns=_split_csv(extra), metric=metric, console=console)
 
@@ -409,6 +427,41 @@ def env() -> None:
                                    "hardware": hardware_info()}))
 
 
+# ------------------------------------------------------------------------------------------------------ reproduce
+
+
+@app.command()
+def reproduce(
+    findings: Annotated[list[str] | None, typer.Argument(help="Finding ids (default: every shipped finding).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per arm (default: each finding's own).", min=1)] = None,
+    output: Annotated[Path, typer.Option(help="Folder for the cached runs and the report.")] = Path(
+        "results/reproduce"),
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped findings and exit.")] = False,
+    jobs: Annotated[int, typer.Option(help="Runs trained at once (separate processes).", min=1)] = 1,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="KEY=VALUE for every training arm, e.g. torch_threads=1 (part of the cache key).")] = None,
+) -> None:
+    """Check published findings on the testbed: holds / does not hold / inconclusive, with statistics."""
+    if list_:
+        from rich.table import Table
+
+        from rlbench_cli.reproduce.spec import load_findings
+
+        table = Table()
+        table.add_column("finding", no_wrap=True)
+        for col in ("claim", "source", "seeds"):
+            table.add_column(col)
+        for f, _, _ in load_findings().values():
+            table.add_row(f.id, f.claim, f"{f.source.paper.split(',')[0]}: {f.source.where}", str(f.seeds))
+        console.print(table)
+        return
+    from rlbench_cli.reproduce.report import reproduce as run_reproduce
+
+    run_reproduce(findings, seeds, output, console=console, jobs=jobs, overrides=list(overrides or []))
+    console.print((output / "report.md").read_text(), markup=False, highlight=False)
+    console.print(f"[green]report:[/] {output / 'report.md'} and {output / 'report.json'}")
+
+
 # -------------------------------------------------------------------------------------------------------- testbed
 
 
@@ -418,24 +471,25 @@ def testbed_build(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")
     ] = None,
+    version: Annotated[str | None, typer.Option(help="Testbed version: v2 (default) or v1.")] = None,
 ) -> None:
     """Build (or find in the cache) the tiny testbed base model. Deterministic; cached by config hash."""
     from rlbench_cli.testbed.model import build_base_model
 
-    path = build_base_model(cache_dir, force=force, progress=True)
+    path = build_base_model(cache_dir, force=force, progress=True, version=version)
     console.print(f"[green]testbed base model:[/] {path}")
     console.print(f"next: rlbench eval --model {path} --k 16   or   rlbench train recipes/tiny/grpo.yaml")
 
 
 @testbed_app.command("show")
 def testbed_show(
-    split: Annotated[str, typer.Argument(help="sft, train, easy, medium or hard.")] = "easy",
+    split: Annotated[str, typer.Argument(help="sft, train, easy, medium or hard (v1: v1/easy ...).")] = "easy",
     n: Annotated[int, typer.Option(help="How many problems.")] = 5,
 ) -> None:
     """Print a few problems of a testbed split."""
-    from rlbench_cli.testbed.task import generate_split
+    from rlbench_cli.testbed.versions import generate_split
 
-    for row in generate_split(split)[:n]:
+    for row in generate_split(split, n):
         console.print(f"{row['id']}  {row['problem']}  →  {row['solution']}", highlight=False, markup=False)
 
 

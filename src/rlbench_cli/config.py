@@ -108,7 +108,8 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     path: str = Field(
         "testbed",
-        description="Starting policy: 'testbed' (the locally built tiny model), a local folder, or a hub id.",
+        description="Starting policy: 'testbed' (the locally built tiny model, v2; 'testbed:v1' for v1), "
+        "a local folder, or a hub id.",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when path is a hub id.")
     trust_remote_code: bool = Field(
@@ -128,7 +129,9 @@ class DataConfig(Section):
     path: str | None = Field(None, description="JSONL file (source: jsonl).")
     hub_id: str | None = Field(None, description="Dataset id (source: hub), e.g. ScaleML-RLHF/numina_math.")
     subset: str | None = Field(None, description="Dataset config name (source: hub).")
-    split: str = Field("train", description="Dataset split (hub) or testbed split ('train'; 'sft' for SFT).")
+    split: str = Field(
+        "train", description="Dataset split (hub) or testbed split ('train'; 'sft' for SFT; 'v1/train' for v1)."
+    )
     problem_field: str = Field("problem", description="Field with the problem text (dotted for nesting).")
     answer_field: str = Field(
         "answer", description="Field with the gold answer (dotted, e.g. reward_model.ground_truth)."

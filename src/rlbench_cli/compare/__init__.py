@@ -3,9 +3,10 @@
 Entry point: `run_compare(results_dir, ...)`. It loads every completed run (loader.py; bad runs are skipped
 with one warning each), groups them into recipe rows with benchmark columns (tables.py builds the objects of
 model.py; mixed evaluation settings are split into separate columns, or refused inside one row — see
-tables.py), optionally tests each row against a baseline with a paired bootstrap (stats.py), adds published
-reference rows (reference.py), renders the table as rich / markdown / latex / csv / json (render.py) or as
-lm-evaluation-harness results files (lmeval.py), and writes plots (plots.py). Heavy libraries load lazily.
+tables.py), optionally tests each row against a baseline with a paired bootstrap over problems (stats.py) and
+with a t-test across seeds (seeds.py, seed_stats.py), adds published reference rows (reference.py), renders
+the table as rich / markdown / latex / csv / json (render.py) or as lm-evaluation-harness results files
+(lmeval.py), and writes plots (plots.py). Heavy libraries load lazily.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def run_compare(
         extra_columns=list(extra_columns),
         warnings=warnings,
     )
+    seed_tests: list[dict[str, Any]] = []
+    if comp.baseline is not None:
+        from rlbench_cli.compare.seeds import across_seeds
+
+        benches = [c.benchmark for c in comp.columns if c.benchmark is not None]
+        others = [(r.label, r.runs) for r in comp.rows if r.kind == "train" and r is not comp.baseline]
+        seed_tests = across_seeds(others, (comp.baseline.label, comp.baseline.runs), benches, metric)
     plots: list[str] = []
     if plots_dir is not None:
         from rlbench_cli.compare.plots import write_plots
@@ -94,8 +102,12 @@ def run_compare(
             "plots": plots,
             "format": fmt,
             "output": str(output) if output else None,
+            "seed_tests": seed_tests,
         }
     )
+    from rlbench_cli.compare.seeds import render_across_seeds
+
+    seed_lines = render_across_seeds(seed_tests)
 
     renderers = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
     text: str | None = None
@@ -103,6 +115,8 @@ def run_compare(
         text = json.dumps(result, indent=2, default=str) + "\n"
     elif fmt in renderers:
         text = renderers[fmt](comp)
+        if fmt == "markdown" and seed_lines:
+            text += "\n" + "\n".join(f"- {x.strip()}" if i else x for i, x in enumerate(seed_lines)) + "\n"
     elif fmt == "lm-eval":
         from rlbench_cli.compare.lmeval import lm_eval_documents, write_lm_eval
 
@@ -124,6 +138,8 @@ def run_compare(
 
         table = render_rich_table(comp)
         out_console.print(table)
+        for line in seed_lines:
+            out_console.print(line, markup=False, highlight=False)
         if output is not None:
             rec = Console(record=True, width=200, file=_null_file())
             rec.print(table)

@@ -142,6 +142,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "testbed_easy": BenchmarkSpec("Testbed-Easy", None, None, None, None, None, testbed_split="easy"),
     "testbed_medium": BenchmarkSpec("Testbed-Medium", None, None, None, None, None, testbed_split="medium"),
     "testbed_hard": BenchmarkSpec("Testbed-Hard", None, None, None, None, None, testbed_split="hard"),
+    # testbed v1 (issue 11 made v2 the default; these keep v1 evaluations reproducible)
+    "testbed_v1_easy": BenchmarkSpec("Testbed-v1-Easy", None, None, None, None, None, testbed_split="v1/easy"),
+    "testbed_v1_medium": BenchmarkSpec("Testbed-v1-Medium", None, None, None, None, None,
+                                       testbed_split="v1/medium"),
+    "testbed_v1_hard": BenchmarkSpec("Testbed-v1-Hard", None, None, None, None, None, testbed_split="v1/hard"),
 }
 
 REAL_BENCHMARKS = ("math500", "minerva_math", "olympiadbench")
@@ -206,7 +211,7 @@ def _read_local(path: Path) -> list[tuple[int, dict[str, Any] | None, str | None
 
 
 def _load_testbed(name: str, spec: BenchmarkSpec, limit: int | None) -> Benchmark:
-    from rlbench_cli.testbed.task import generate_split
+    from rlbench_cli.testbed.versions import generate_split
 
     assert spec.testbed_split is not None
     split = spec.testbed_split

@@ -180,10 +180,13 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
     if path.exists():
         raise UserError("expected a folder, got a file", where=str(path),
                         fix="pass a run folder, a model folder or a hub id")
-    if target == "testbed":
+    from rlbench_cli.testbed.versions import model_version
+
+    if (version := model_version(target)) is not None:
         from rlbench_cli.testbed.model import build_base_model
 
-        return _base_target(Path(build_base_model()), "testbed", "testbed", results_dir, label)
+        slug = "testbed" if target == "testbed" else f"testbed-{version}"
+        return _base_target(Path(build_base_model(version=version)), target, slug, results_dir, label)
     if HUB_ID_RE.match(target):
         slug = slugify(target.replace("/", "--"))
         return _base_target(_hub_snapshot(target), target, slug, results_dir, label)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.records import atomic_write_json, sha256_text
-from rlbench_cli.testbed.task import EVAL_SPLITS, TASK_VERSION, generate_split
+from rlbench_cli.testbed.versions import DEFAULT_VERSION, check_version, eval_splits, generate_split, task_version
 
 # Bump when the build recipe changes in a way the config fields do not capture (invalidates caches).
 RECIPE_VERSION = "testbed-recipe-1"
@@ -55,12 +55,30 @@ class TestbedConfig:
     # measured after the build and stored in testbed.json (0 = skip)
     calibration_problems: int = 300  # = the eval split size
     calibration_k: int = 16
+    version: str = "v1"  # testbed version: which task generates the data (see testbed/versions.py)
+
+
+# v2 (issue 11): a smaller, shorter warm start so that RL has accuracy and entropy to gain; see task_v2.py.
+V2_CONFIG = TestbedConfig(
+    hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=160,
+    sft_examples=20000, steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, version="v2",
+)
+CONFIGS = {"v1": TestbedConfig(), "v2": V2_CONFIG}
+
+
+def default_config(version: str | None = None) -> TestbedConfig:
+    return CONFIGS[check_version(version)]
 
 
 def config_hash(cfg: TestbedConfig) -> str:
-    """Short sha256 of the canonical config JSON, the recipe version and the task version."""
+    """Short sha256 of the canonical config JSON, the recipe version and the task version.
+
+    v1's payload is the one it had before versions existed (no `version` key), so v1 keeps its hash."""
+    fields = asdict(cfg)
+    if cfg.version == "v1":
+        fields.pop("version")
     payload = json.dumps(
-        {"config": asdict(cfg), "recipe": RECIPE_VERSION, "task": TASK_VERSION}, sort_keys=True
+        {"config": fields, "recipe": RECIPE_VERSION, "task": task_version(cfg.version)}, sort_keys=True
     )
     return sha256_text(payload)[:16]
 
@@ -103,7 +121,7 @@ def _sft_tensors(cfg: TestbedConfig, tok: Any) -> tuple[Any, Any]:
 
     from rlbench_cli.prompts import render_prompt
 
-    rows = generate_split("sft", cfg.sft_examples)
+    rows = generate_split("sft", cfg.sft_examples, version=cfg.version)
     seqs, n_prompt = [], []
     for r in rows:
         p = tok(render_prompt(r["problem"], PROMPT_TEMPLATE))["input_ids"]
@@ -221,6 +239,7 @@ def build_base_model(
     force: bool = False,
     progress: bool = True,
     config: TestbedConfig | None = None,
+    version: str | None = None,
 ) -> Path:
     """Build (or return the cached) testbed base model folder `<cache>/testbed/<hash>/`.
 
@@ -230,7 +249,7 @@ def build_base_model(
     """
     import torch
 
-    cfg = config or TestbedConfig()
+    cfg = config or default_config(version)
     h = config_hash(cfg)
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     final = root / "testbed" / h
@@ -246,7 +265,8 @@ def build_base_model(
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         meta: dict[str, Any] = {
-            "testbed_hash": h, "recipe_version": RECIPE_VERSION, "task_version": TASK_VERSION,
+            "testbed_hash": h, "testbed_version": cfg.version, "recipe_version": RECIPE_VERSION,
+            "task_version": task_version(cfg.version),
             "config": asdict(cfg), **stats, "torch_threads": cfg.threads,
         }
         atomic_write_json(tmp / "rlbench.json", {
@@ -254,11 +274,12 @@ def build_base_model(
         })
         if n := cfg.calibration_problems:
             t0 = time.perf_counter()
+            scores = {s: quick_scores(tmp, s, k=cfg.calibration_k, n_problems=n, version=cfg.version)
+                      for s in eval_splits(cfg.version)}
             meta["calibration"] = {
                 "k": cfg.calibration_k, "n_problems": cfg.calibration_problems, "temperature": 1.0,
-                "mean_at_k": {
-                    s: round(quick_mean_at_k(tmp, s, k=cfg.calibration_k, n_problems=n), 4) for s in EVAL_SPLITS
-                },
+                "mean_at_k": {s: round(v["mean"], 4) for s, v in scores.items()},
+                "pass_at_k": {s: round(v["pass"], 4) for s, v in scores.items()},
             }
             meta["calibration"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
         atomic_write_json(tmp / "testbed.json", meta)
@@ -276,7 +297,15 @@ def build_base_model(
     return final
 
 
-def quick_mean_at_k(
+def quick_mean_at_k(model_dir: str | Path, split: str, k: int = 16, n_problems: int | None = None,
+                    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, *, batch_size: int = 512, seed: int = 0,
+                    version: str | None = None) -> float:
+    """mean@k at temperature 1.0 (top_p 1.0) of a testbed model on a testbed split, by exact boxed match."""
+    return quick_scores(model_dir, split, k, n_problems, max_new_tokens, batch_size=batch_size, seed=seed,
+                        version=version)["mean"]
+
+
+def quick_scores(
     model_dir: str | Path,
     split: str,
     k: int = 16,
@@ -285,21 +314,25 @@ def quick_mean_at_k(
     *,
     batch_size: int = 512,
     seed: int = 0,
-) -> float:
-    """mean@k at temperature 1.0 (top_p 1.0) of a testbed model on a testbed split, by exact boxed match."""
+    version: str | None = None,
+) -> dict[str, float]:
+    """mean@k and pass@k at T=1.0 on a split (exact boxed match); `version` defaults to the model's own."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from rlbench_cli.prompts import render_prompt
 
-    rows = generate_split(split, n_problems)
+    if version is None:
+        meta = Path(model_dir) / "testbed.json"
+        version = json.loads(meta.read_text()).get("testbed_version", "v1") if meta.exists() else DEFAULT_VERSION
+    rows = generate_split(split, n_problems, version=version)
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prompts = [render_prompt(r["problem"], PROMPT_TEMPLATE) for r in rows for _ in range(k)]
     golds = [r["answer"] for r in rows for _ in range(k)]
     torch.manual_seed(seed)
-    correct = 0
+    hits: list[bool] = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True)
@@ -309,5 +342,7 @@ def quick_mean_at_k(
             )
             texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             gold = golds[start : start + batch_size]
-            correct += sum(extract_boxed_int(t) == g for t, g in zip(texts, gold, strict=True))
-    return correct / max(1, len(prompts))
+            hits += [extract_boxed_int(t) == g for t, g in zip(texts, gold, strict=True)]
+    per_problem = [hits[i : i + k] for i in range(0, len(hits), k)]
+    return {"mean": sum(hits) / max(1, len(hits)),
+            "pass": sum(any(p) for p in per_problem) / max(1, len(per_problem))}

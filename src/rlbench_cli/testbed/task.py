@@ -73,7 +73,7 @@ def format_problem(operands: list[int], ops: list[str]) -> str:
     return f"Compute {expr}."
 
 
-def _draw(rng: random.Random, shape: Shape) -> tuple[list[int], list[str]]:
+def draw_operands(rng: random.Random, shape: Shape) -> tuple[list[int], list[str]]:
     """Draw operands and operators whose running value never goes negative (rejection sampling)."""
     while True:
         operands = [rng.randint(*shape.first)] + [rng.randint(*shape.rest) for _ in range(shape.n_operands - 1)]
@@ -107,7 +107,7 @@ def generate_split(split: str, n: int | None = None) -> list[dict]:
     width = max(4, len(str(max(n - 1, 0))))
     while len(rows) < n:
         difficulty = rng.choices(names, weights)[0]
-        operands, ops = _draw(rng, SHAPES[difficulty])
+        operands, ops = draw_operands(rng, SHAPES[difficulty])
         problem = format_problem(operands, ops)
         if problem in seen or pool_of(problem) != pool:
             continue

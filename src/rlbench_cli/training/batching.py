@@ -109,7 +109,7 @@ def count_rows(recipe: Recipe) -> int | None:
     """Training rows the run will see, without loading a model (None for hub data: unknown until downloaded)."""
     d = recipe.data
     if d.source == "testbed":
-        from rlbench_cli.testbed.task import generate_split
+        from rlbench_cli.testbed.versions import generate_split
 
         n = len(generate_split(d.split))
     elif d.source == "jsonl" and d.path and Path(d.path).is_file():

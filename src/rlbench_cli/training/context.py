@@ -24,7 +24,8 @@ from rlbench_cli.records import atomic_write_json, git_commit, now_iso, package_
 
 METRIC_KEYS = (
     "step", "samples", "gen_tokens", "wall_time", "reward_mean", "accuracy", "entropy", "kl", "clip_frac",
-    "response_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm", "tokens_per_s",
+    "response_len", "incorrect_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm",
+    "tokens_per_s",
 )
 LOGGERS = ("rlbench", "transformers", "trl")
 
@@ -137,10 +138,12 @@ def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int |
 def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
     """'testbed' → the locally built tiny model (built on first use); a folder → itself; else a hub id."""
     path = recipe.model.path
-    if path == "testbed":
+    from rlbench_cli.testbed.versions import model_version
+
+    if (version := model_version(path)) is not None:  # 'testbed' (v2) or 'testbed:v1'
         from rlbench_cli.testbed.model import build_base_model
 
-        return str(build_base_model(progress=console is not None))
+        return str(build_base_model(progress=console is not None, version=version))
     if Path(path).exists():
         if not (Path(path) / "config.json").exists():
             raise UserError("model folder has no config.json", where=f"model.path={path}",

@@ -48,7 +48,7 @@ def load_rows(recipe: Recipe) -> tuple[list[dict[str, str]], dict[str, Any]]:
     d = recipe.data
     raws: list[tuple[dict[str, Any], str]] = []  # (row, location for error messages)
     if d.source == "testbed":
-        from rlbench_cli.testbed.task import generate_split
+        from rlbench_cli.testbed.versions import generate_split
 
         generated = generate_split(d.split)
         raws = [(r, f"testbed:{d.split}[{i}]") for i, r in enumerate(generated)]

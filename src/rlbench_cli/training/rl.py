@@ -109,6 +109,8 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             "reward_mean": float(finite.mean()) if len(finite) else None,
             "accuracy": float(graded_correct.float().mean()),
             "response_len": float(lengths.mean()),
+            # Dr. GRPO's length finding looks at wrong answers only (rewards and lengths are both gathered)
+            "incorrect_len": float(lengths[~correct.to(lengths.device)].mean()) if bool((~correct).any()) else None,
             "frac_all_correct": result.stats.get("frac_all_correct"),
             "frac_all_wrong": result.stats.get("frac_all_wrong"),
             "kept_frac": result.stats.get("kept_frac"),

@@ -1,0 +1,125 @@
+"""Across-seed view of a results folder: per-seed Averages per recipe, tests against a baseline, power.
+
+`rlbench compare` uses `seed_tests` for its "holds across seeds" column; `rlbench compare --power DIFF` prints
+`power_report`: how many seeds detect a difference of DIFF points with 80% power, from the seed-to-seed SD in
+the folder (paired: SD of the per-seed differences between recipes that share seeds; unpaired: pooled SD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rlbench_cli.compare.loader import Run
+from rlbench_cli.compare.seed_stats import SeedTest, min_detectable, pooled_seed_sd, seed_test, seeds_needed
+
+
+def per_seed_average(runs: Sequence[Run], benchmarks: Sequence[str], metric: str = "mean@k") -> dict[int, float]:
+    """seed -> Average over `benchmarks` (points) for the runs of one recipe that evaluated all of them."""
+    out: dict[int, float] = {}
+    for i, run in enumerate(runs):
+        if not all(b in run.evals for b in benchmarks):
+            continue
+        scores = []
+        for b in benchmarks:
+            per = run.evals[b].problem_scores(metric)
+            if not per:
+                break
+            scores.append(sum(per.values()) / len(per))
+        if len(scores) == len(benchmarks):
+            out[run.seed if run.seed is not None else -1 - i] = 100 * sum(scores) / len(scores)
+    return out
+
+
+def group_by_recipe(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.kind != "base":
+            groups.setdefault(r.recipe_name, []).append(r)
+    return groups
+
+
+def common_benchmarks(runs: Sequence[Run]) -> list[str]:
+    sets = [set(r.evals) for r in runs if r.evals]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def seed_tests(rows: dict[str, dict[int, float]], baseline: str) -> dict[str, SeedTest]:
+    """Each recipe's per-seed Averages against the baseline's (paired t if same seeds, else Welch)."""
+    base = rows[baseline]
+    return {name: seed_test(vals, base) for name, vals in rows.items() if name != baseline}
+
+
+def power_report(runs: Sequence[Run], diff: float, metric: str = "mean@k") -> dict[str, Any]:
+    """Seeds needed for 80% power (two-sided, alpha 0.05) to detect `diff` points, from the folder's seeds."""
+    groups = group_by_recipe(runs)
+    benches = common_benchmarks([r for g in groups.values() for r in g])
+    rows = {name: per_seed_average(g, benches, metric) for name, g in groups.items()}
+    rows = {k: v for k, v in rows.items() if v}
+    sd, df = pooled_seed_sd([list(v.values()) for v in rows.values()])
+    diffs: list[list[float]] = []
+    names = sorted(rows)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = sorted(set(rows[a]) & set(rows[b]))
+            if len(common) >= 2:
+                d = [rows[a][s] - rows[b][s] for s in common]
+                diffs.append(d)
+    sd_diff, df_diff = pooled_seed_sd(diffs)
+    out: dict[str, Any] = {
+        "benchmarks": benches, "diff_points": diff, "recipes": {k: len(v) for k, v in rows.items()},
+        "seed_sd": sd, "seed_sd_df": df, "paired_sd": sd_diff, "paired_sd_df": df_diff,
+        "seeds_needed_unpaired": seeds_needed(diff, sd, paired=False) if math.isfinite(sd) else None,
+        "seeds_needed_paired": seeds_needed(diff, sd_diff, paired=True) if math.isfinite(sd_diff) else None,
+        "mde_3_seeds_unpaired": min_detectable(sd, 3, paired=False) if math.isfinite(sd) else None,
+        "mde_3_seeds_paired": min_detectable(sd_diff, 3, paired=True) if math.isfinite(sd_diff) else None,
+    }
+    return out
+
+
+def render_power(rep: dict[str, Any]) -> list[str]:
+    def f(x: Any) -> str:
+        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.2f}"
+
+    lines = [f"Power for a difference of {rep['diff_points']:g} points in the Average "
+             f"({', '.join(rep['benchmarks']) or 'no common benchmarks'}); 80% power, two-sided alpha 0.05."]
+    lines.append(f"seed-to-seed SD of the Average (pooled over {len(rep['recipes'])} recipes, df {rep['seed_sd_df']}):"
+                 f" {f(rep['seed_sd'])} points -> seeds per recipe needed (unpaired t): "
+                 f"{rep['seeds_needed_unpaired'] or '–'}; 3 seeds detect {f(rep['mde_3_seeds_unpaired'])} points")
+    lines.append(f"SD of per-seed differences between recipes sharing seeds (df {rep['paired_sd_df']}): "
+                 f"{f(rep['paired_sd'])} points -> seeds needed (paired t): {rep['seeds_needed_paired'] or '–'}; "
+                 f"3 seeds detect {f(rep['mde_3_seeds_paired'])} points")
+    if rep["seed_sd_df"] == 0:
+        lines.append("No recipe has 2 or more seeds: train more seeds (rlbench train --seeds 0,1,2) to estimate it.")
+    return lines
+
+
+def across_seeds(rows: Sequence[tuple[str, Sequence[Run]]], baseline: tuple[str, Sequence[Run]],
+                 benchmarks: Sequence[str], metric: str = "mean@k") -> list[dict[str, Any]]:
+    """Each row's Average vs the baseline's across seeds (paired t on common seeds, else Welch), in points."""
+    base_vals = per_seed_average(baseline[1], benchmarks, metric)
+    out = []
+    for label, runs in rows:
+        vals = per_seed_average(runs, benchmarks, metric)
+        if not vals or not base_vals:
+            continue
+        t = seed_test(vals, base_vals)
+        holds = "yes" if t.significant else ("n/a" if t.test == "none" else "no")
+        out.append({"row": label, "baseline": baseline[0], "holds_across_seeds": holds, **t.to_dict()})
+    return out
+
+
+def render_across_seeds(tests: Sequence[dict[str, Any]]) -> list[str]:
+    """Lines under the table; nothing when no row has a test across seeds (single-seed folders stay unchanged)."""
+    if not any(t["test"] != "none" for t in tests):
+        return []
+    lines = [f"Across seeds (Average, points; each seed is one run; test vs {tests[0]['baseline']}):"]
+    for t in tests:
+        if t["test"] == "none":
+            lines.append(f"  {t['row']}: {t['diff']:+.2f}; needs >= 2 seeds in both rows for a test across seeds")
+            continue
+        lines.append(f"  {t['row']}: {t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] "
+                     f"{t['test']} p={t['p_value']:.3g} seeds {t['n_seeds']} vs {t['n_seeds_baseline']}: "
+                     f"holds across seeds: {t['holds_across_seeds']}")
+    return lines
