@@ -265,7 +265,7 @@ class Recipe(Section):
         return self.rollout.prompts_per_batch // (self.optim.mini_batch_prompts or self.rollout.prompts_per_batch)
 
 
-# Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values cite REFERENCE.md §1-2.
+# Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values: docs/reference.md §1-2.
 _PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
 _PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
 _COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,

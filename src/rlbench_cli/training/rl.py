@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from rlbench_cli import signals
 from rlbench_cli.algorithms.advantages import compute_advantages
 from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean, policy_loss
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+from rlbench_cli.training.callbacks import MetricsCallback, RichProgress, quiet_trainer
 from rlbench_cli.training.run import RunContext, plan, trainer_args
 
 log = logging.getLogger("rlbench")
@@ -379,7 +380,11 @@ def fit(trainer: Any, run: RunContext, console: Any, max_steps: int, *, resume: 
     with RichProgress(console, max_steps, f"{run.recipe.algorithm.name} {run.dir.name}") as progress:
         trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
                                              step_offset_wall=wall, extra_keys=extra_keys))
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        quiet_trainer(trainer)
+        # SIGTERM (preemption): with checkpointing on, save at the next rollout boundary, then stop.
+        trainer.add_callback(signals.preempt_callback(run.recipe.steps_per_rollout))
+        with signals.on_sigterm(deferred=bool(run.recipe.output.checkpoint_every)):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def _last_checkpoint(run: RunContext) -> Path | None:

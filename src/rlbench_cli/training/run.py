@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlbench_cli import __version__
+from rlbench_cli import __version__, signals
 from rlbench_cli.config import RL_ALGORITHMS, Recipe, recipe_to_yaml
+from rlbench_cli.diskspace import Reserve, disk_full
 from rlbench_cli.errors import UserError
 from rlbench_cli.records import (
     atomic_write_json,
@@ -29,6 +30,7 @@ from rlbench_cli.records import (
     read_jsonl,
     sha256_dir,
 )
+from rlbench_cli.runlock import RunLock, clear_run_folder
 
 METRIC_KEYS = (
     "step", "samples", "gen_tokens", "wall_time", "reward_mean", "accuracy", "entropy", "kl", "clip_frac",
@@ -123,7 +125,7 @@ def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int |
     seed = recipe.seed if seed is None else seed
     args: dict[str, Any] = dict(
         output_dir=str(run.checkpoint_dir), seed=seed, data_seed=seed, use_cpu=on_cpu,
-        # TRL defaults to bf16 even on CPU: slower there and different numbers (REFERENCE.md §4).
+        # TRL defaults to bf16 even on CPU: slower there and different numbers (docs/reference.md §4).
         bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
         fp16=not on_cpu and recipe.model.dtype == "float16",
         report_to="none", disable_tqdm=True, logging_steps=1, max_steps=max_steps,
@@ -322,7 +324,16 @@ def _prepare_run_folder(ctx: RunContext, *, resume: bool, overwrite: bool) -> No
             fix="add --resume to continue it, --overwrite to start again, or set output.run_name=NAME",
         )
     else:
-        shutil.rmtree(ctx.dir)
+        clear_run_folder(ctx.dir)  # keeps the lock this process holds
+
+
+def _warner(console: Any) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        logging.getLogger("rlbench").warning(message)
+        if console is not None:
+            console.print(f"[yellow]{message}[/]", soft_wrap=True, highlight=False)
+
+    return warn
 
 
 def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrite: bool = False,
@@ -333,11 +344,22 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
     ctx = RunContext(recipe, run_dir, command)
     # Under accelerate/torchrun only rank 0 owns the run folder (checks, manifest, recipe); others only train.
     is_main = int(os.environ.get("RANK", "0")) == 0
+    lock, reserve = None, Reserve(run_dir)
     if is_main:
         _check_writable(results)
-        _prepare_run_folder(ctx, resume=resume, overwrite=overwrite)
+        lock = RunLock(run_dir, "train", command=command, warn=_warner(console)).acquire()  # one writer
+        try:
+            _prepare_run_folder(ctx, resume=resume, overwrite=overwrite)
+            reserve.create()  # room for the `failed` manifest when the disk fills up
+        except BaseException:
+            lock.release()
+            raise
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log(run_dir, "train.log" if is_main else f"train.rank{os.environ.get('RANK')}.log")
+    handler.handleError = lambda record: None  # type: ignore[method-assign]  # a full disk prints no traceback
+    from rlbench_cli.console import quiet_libraries
+
+    restore_console = quiet_libraries(handler)
     log = logging.getLogger("rlbench")
     try:
         import torch
@@ -366,23 +388,37 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
         log.info("run %s completed", run_dir.name)
         return run_dir
     except KeyboardInterrupt:
+        why = "stopped by SIGTERM" if signals.received() else "interrupted by the user (Ctrl-C)"
+        resume_cmd = f"rlbench train {run_dir / 'recipe.yaml'} --resume"
         if ctx.manifest:
-            ctx.finish("interrupted", error="interrupted by the user (Ctrl-C)")
+            ctx.finish("interrupted", error=why, resume_command=resume_cmd)
+        log.info("%s; resume with: %s", why, resume_cmd)
         if console is not None:
-            console.print(f"[yellow]Interrupted. Resume with: rlbench train {run_dir / 'recipe.yaml'} --resume[/]",
-                          soft_wrap=True)
+            console.print(f"[yellow]Interrupted ({why}). Resume with: {resume_cmd}[/]", soft_wrap=True)
         raise
     except UserError as e:
         if ctx.manifest:
             ctx.finish("failed", error=str(e))
         raise
     except BaseException as e:
+        if disk_full(e):
+            reserve.release()  # frees the room the `failed` manifest needs
+            if ctx.manifest:
+                ctx.finish("failed", error=f"disk full: {e}")
+            raise UserError(f"the disk is full ({' '.join(str(e).split())[:200]})", where=str(run_dir),
+                            fix=f"free some space, then: rlbench train {run_dir / 'recipe.yaml'} --resume") from None
         if ctx.manifest:
             ctx.finish("failed", error=f"{type(e).__name__}: {e}")
         log.exception("run failed")
         raise
     finally:
+        reserve.release()
+        if is_main and ctx.checkpoint_dir.is_dir() and not any(ctx.checkpoint_dir.iterdir()):
+            ctx.checkpoint_dir.rmdir()  # checkpointing off: no empty checkpoints/ left behind
+        restore_console()
         for name in ("rlbench", "transformers", "trl"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+        if lock is not None:
+            lock.release()
         sys.stdout.flush()

@@ -62,7 +62,8 @@ def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
               resume: bool = False) -> Path:
     from trl import SFTTrainer
 
-    from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+    from rlbench_cli import signals
+    from rlbench_cli.training.callbacks import MetricsCallback, RichProgress, quiet_trainer
     from rlbench_cli.training.rl import _last_checkpoint, _truncate_metrics, load_policy, peft_config, save_final_model
 
     model, tokenizer = load_policy(model_path, recipe)
@@ -79,5 +80,8 @@ def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
         checkpoint = _last_checkpoint(run) if resume else None
         if resume:
             _truncate_metrics(run, checkpoint)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        quiet_trainer(trainer)
+        trainer.add_callback(signals.preempt_callback())  # SIGTERM: checkpoint at the next step, then stop
+        with signals.on_sigterm(deferred=bool(recipe.output.checkpoint_every)):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return save_final_model(trainer, tokenizer, run, model_path)
