@@ -168,6 +168,9 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
     path = Path(target).expanduser()
     if path.is_dir():
         if (path / "manifest.json").is_file():
+            from rlbench_cli.runlock import assert_not_locked
+
+            assert_not_locked(path)  # a live train or eval of this run is named before anything else
             if not (path / "model").is_dir():
                 status = _read_json(path / "manifest.json").get("status", "unknown")
                 recipe = path / "recipe.yaml"
