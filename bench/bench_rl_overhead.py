@@ -33,10 +33,11 @@ def main() -> None:
     from trl import GRPOTrainer
 
     from rlbench_cli.config import load_recipe
+    from rlbench_cli.training.context import RunContext, resolve_model_path
     from rlbench_cli.training.data import build_prompt_dataset, load_rows
+    from rlbench_cli.training.policy import load_policy
     from rlbench_cli.training.rewards import GraderReward
-    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config, load_policy
-    from rlbench_cli.training.run import RunContext, resolve_model_path
+    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config
 
     repo = Path(__file__).resolve().parents[1]
     recipe = load_recipe(repo / "recipes" / "tiny" / "grpo.yaml",
