@@ -322,14 +322,40 @@ def test_one_results_folder_option_with_old_aliases() -> None:
     assert "--results-dir" in out
 
 
-def test_recipes_is_one_line_per_recipe_at_80_columns() -> None:
-    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(REPO / "src")}
-    out = subprocess.run([sys.executable, "-m", "rlbench_cli.cli", "recipes"], capture_output=True, text=True,
-                         env=env, check=True).stdout
+def test_recipes_is_one_line_per_recipe_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from rlbench_cli import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=80, force_terminal=True, color_system=None))
+    cli.recipes(keys=False)
     shipped = sorted((REPO / "recipes").rglob("*.yaml"))
-    lines = [line for line in out.splitlines() if line.strip()]
+    lines = [line for line in buf.getvalue().splitlines() if line.strip()]
     assert len(lines) == len(shipped) + 1  # a header, then one line each
     assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+
+
+def test_tables_are_whole_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlbench_cli.console import setup_console
+
+    monkeypatch.setenv("COLUMNS", "80")  # SLURM and CI often set it; a log file still gets whole lines
+    buf = io.StringIO()
+    console = Console(file=buf)
+    setup_console(console)
+    table = Table("Method", *(f"benchmark-{i}" for i in range(10)), "Average")
+    table.add_row("Reinforce-Rej", *("56.4 ± 1.2" for _ in range(10)), "56.4 ± 0.7")
+    console.print(table)
+    text = buf.getvalue()
+    assert "Average" in text and "Reinforce-Rej" in text and "…" not in text
+    assert len([line for line in text.splitlines() if "Reinforce-Rej" in line]) == 1
 
 
 def test_dry_run_yaml_and_command_are_not_wrapped_off_a_terminal(tmp_path: Path) -> None:
@@ -358,3 +384,42 @@ def test_plain_progress_off_a_terminal() -> None:
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("math500: 10/100") and "━" not in buf.getvalue()
     assert len(lines) == 3 and lines[-1].startswith("math500: 50/100")
+
+
+def _base_target(root: Path):  # type: ignore[no-untyped-def]
+    from rlbench_cli.evaluation.runner import Target
+
+    return Target(kind="base", model_path=root, model_ref="testbed", model_sha256="x", root=root / "base-t",
+                  name="base-t", label="Base", recipe_name="base-t")
+
+
+def test_failed_base_model_eval_is_not_marked_completed(tmp_path: Path) -> None:
+    from rlbench_cli.evaluation.guard import eval_guard
+
+    tgt = _base_target(tmp_path)
+    with pytest.raises(RuntimeError), eval_guard(tgt, command="rlbench eval testbed", console=None):
+        assert json.loads((tgt.root / "manifest.json").read_text())["status"] == "running"
+        raise RuntimeError("generation crashed")
+    manifest = json.loads((tgt.root / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "generation crashed" in manifest["error"]
+    assert not (tgt.root / ".rlbench.lock").exists() and not (tgt.root / ".rlbench-reserve").exists()
+    with eval_guard(tgt, command="rlbench eval testbed", console=None):
+        pass
+    assert json.loads((tgt.root / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_eval_table_shows_standard_errors_for_pass_and_maj() -> None:
+    import io
+
+    from rich.console import Console
+
+    from rlbench_cli.evaluation.metrics import summarize
+    from rlbench_cli.evaluation.runner import _print_table
+
+    per = [{"id": str(i), "n": 4, "n_correct": c, "maj_correct": c > 2} for i, c in enumerate([0, 1, 3, 4])]
+    buf = io.StringIO()
+    _print_table(Console(file=buf, width=200), {"b": {"display_name": "B", "data": {"n_problems": 4},
+                                                      "metrics": summarize(per), "per_problem": per}}, 4)
+    row = next(line for line in buf.getvalue().splitlines() if "│ B" in line or line.strip().startswith("B"))
+    # pass@4: 3 of 4 problems solved -> 75.0 ± 25.0; maj@4: 2 of 4 -> 50.0 ± 28.9 (SE of 0/1 scores, n - 1)
+    assert "75.0 ± 25.0" in row and "50.0 ± 28.9" in row, row

@@ -205,6 +205,16 @@ def test_sigterm_checkpoints_at_the_next_safe_point_and_resumes(ws: dict[str, An
     assert json.loads((trained / "manifest.json").read_text())["status"] == "completed"
 
 
+def test_console_shows_rlbench_lines_and_train_log_gets_the_rest(ws: dict[str, Any], trained: Path) -> None:
+    console = ws["resume"].stdout + ws["resume"].stderr
+    for noise in ("{'loss'", "'learning_rate'", "FutureWarning", "Loading weights", "Writing model shards",
+                  "lm_head", "━"):  # the last: off a terminal, progress is plain lines, not a bar
+        assert noise not in console, noise
+    assert "Run complete" in console and f"steps: {STEPS}/{STEPS}" in console
+    log = (trained / "train.log").read_text()
+    assert all(f"step {i} {{" in log for i in range(1, STEPS + 1))  # one metrics line per step
+
+
 def _broken_copy(ws: dict[str, Any], trained: Path, name: str) -> Path:
     copy = ws["root"] / "broken" / name
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("checkpoints", "eval"))

@@ -1,7 +1,7 @@
 """The console a person reads: rich on a terminal; whole lines off one (a log file, SLURM, CI).
 
 - `setup_console(console)` gives a console that is not a terminal an unlimited width, so tables are never
-  truncated and YAML and commands are never wrapped (COLUMNS, when set, still wins).
+  truncated and YAML and commands are never wrapped.
 - `progress(console, description, total)` is a rich bar on a terminal and `PlainProgress` otherwise: one plain
   line every few seconds ("math500: 40/120 (33%) 0:12 elapsed, ETA 0:24") and one at the end.
 - `quiet_libraries(log_handler, verbose)` sends transformers / TRL / Python warnings and library progress bars
@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,8 +29,8 @@ def verbose() -> bool:
 
 
 def setup_console(console: Any) -> None:
-    """Off a terminal, lines are never cut or wrapped."""
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    """Off a terminal (even with COLUMNS set, as SLURM and CI often do), lines are never cut or wrapped."""
+    if not console.is_terminal:
         console.width = UNLIMITED
 
 
