@@ -51,32 +51,48 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
     ctx = RunContext(recipe, run_dir, command)
     is_main = is_main_process()
     if is_main:
+        from rlbench_cli.tracking import check_available
+
+        check_available(list(recipe.output.report_to))
         check_writable(results)
-    with train_guard(ctx, console=console,
-                     prepare=lambda: prepare_run_folder(ctx, resume=resume, overwrite=overwrite)) as log:
-        import torch
+    tracker = None
+    try:
+        with train_guard(ctx, console=console,
+                         prepare=lambda: prepare_run_folder(ctx, resume=resume, overwrite=overwrite)) as log:
+            import torch
 
-        if recipe.torch_threads:
-            torch.set_num_threads(recipe.torch_threads)
-        if is_main:
-            atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
-        from rlbench_cli.training.data import load_rows
+            if recipe.torch_threads:
+                torch.set_num_threads(recipe.torch_threads)
+            if is_main:
+                atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
+            from rlbench_cli.training.data import load_rows
 
-        rows, data_record = load_rows(recipe)
-        model_path = resolve_model_path(recipe, console)
-        if recipe.model.trust_remote_code and console is not None:
-            console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
-        if is_main:
-            ctx.start(data_record, model_path, resumed=resume)
-        log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
-                 data_record["source"])
-        final_model = runner_for(recipe.algorithm.name)(recipe, ctx, console, rows=rows, model_path=model_path,
-                                                        resume=resume)
-        if not is_main:
+            rows, data_record = load_rows(recipe)
+            model_path = resolve_model_path(recipe, console)
+            if recipe.model.trust_remote_code and console is not None:
+                console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
+            if is_main:
+                ctx.start(data_record, model_path, resumed=resume)
+                from rlbench_cli import tracking
+
+                tracker = tracking.open_for_training(recipe, run_dir, ctx.manifest, ctx.metrics_path)
+                if tracker is not None:
+                    ctx.write_manifest()  # now with manifest["tracking"] (the id a later eval logs to)
+            log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
+                     data_record["source"])
+            final_model = runner_for(recipe.algorithm.name)(recipe, ctx, console, rows=rows, model_path=model_path,
+                                                            resume=resume)
+            if not is_main:
+                return run_dir
+            steps = len(read_jsonl(ctx.metrics_path))
+            ctx.finish("completed", steps=steps,
+                       final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
+            log.info("run %s completed", run_dir.name)
             return run_dir
-        steps = len(read_jsonl(ctx.metrics_path))
-        ctx.finish("completed", steps=steps,
-                   final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
-        log.info("run %s completed", run_dir.name)
-    sys.stdout.flush()
-    return run_dir
+    finally:
+        if tracker is not None:
+            from rlbench_cli import tracking
+
+            tracking.close_training(tracker, ctx.metrics_path, ctx.manifest)
+        sys.stdout.flush()
+
