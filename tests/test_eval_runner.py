@@ -40,7 +40,7 @@ NESTED_KEYS = {
     "settings": {"k", "temperature", "top_p", "max_new_tokens", "prompt_template", "backend", "seed",
                  "batch_size"},
     "data": {"source", "sha256", "n_problems"},
-    "grader": {"version", "timeouts", "timeout_s"},
+    "grader": {"name", "version", "timeouts", "timeout_s"},
     "timings": {"generation_s", "grading_s", "tokens_per_s", "total_s"},
 }
 SAMPLE_KEYS = {"problem_id", "sample_idx", "seed", "prompt_sha256", "completion", "n_tokens", "finish_reason",

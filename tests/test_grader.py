@@ -139,7 +139,7 @@ def test_fast_path_agrees_with_math_verify(pred: str, gold: str) -> None:
     if re.fullmatch(r"\(?[A-Ea-e]\)?", pred) or re.fullmatch(r"[A-Za-z ]+", gold):
         # Choice letters and words: Math-Verify only agrees once they are wrapped in \text{}.
         gold, pred = f"\\text{{{gold}}}", f"\\text{{{pred}}}"
-    assert fast == _mv_equal(gold, pred)
+    assert fast[0] == _mv_equal(gold, pred)
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -191,7 +191,10 @@ def test_pool_agrees_with_in_process(pool: Grader) -> None:
     items = [GradeItem(f"\\boxed{{{p}}}", g) for p, g in EQUIVALENT[:10] + NOT_EQUIVALENT[:10]]
     with Grader(workers=0) as local:
         expected = local.grade_many(items)
-    assert pool.grade_many(items) == expected
+    got = pool.grade_many(items)
+    # On a loaded machine an answer may pass the pool's 2 s limit (then wrong, and flagged): that is the limit working.
+    assert all(a == b or (a.timed_out and not a.correct) for a, b in zip(got, expected, strict=True))
+    assert sum(a.timed_out for a in got) <= 2
 
 
 def test_pool_deduplicates(pool: Grader) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlbench_cli.evaluation.grader.version import grader_name_of
 from rlbench_cli.records import read_jsonl
 
 # Settings that change what a score means; runs differing in any of them must not share a table column.
@@ -112,6 +113,7 @@ def _signature(summary: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     sig = [(k, settings.get(k)) for k in SETTING_KEYS]
     sig.append(("data", data.get("sha256")))
     sig.append(("grader", grader.get("version")))
+    sig.append(("grader_name", grader_name_of(grader)))  # two graders never share a column
     return tuple(sig)
 
 

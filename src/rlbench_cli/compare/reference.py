@@ -9,12 +9,15 @@ Source of the values: docs/reference.md §1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rlbench_cli.errors import UserError
 
 # The protocol the published numbers were measured under (used to warn when our columns differ).
 PAPER_PROTOCOL: dict[str, object] = {"k": 16, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4096}
 PAPER_AVERAGE_BENCHMARKS: frozenset[str] = frozenset({"math500", "minerva_math", "olympiadbench"})
+# The paper's code grades with plain Math-Verify (verl/utils/reward_score/math_verify.py of Minimal-RL).
+PAPER_GRADER = "plain Math-Verify (eval.grader: math_verify)"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,16 @@ def _minimal_rl() -> list[ReferenceRow]:
 
 
 REFERENCES = {"minimal-rl": _minimal_rl}
+
+
+def paper_grader_warning(name: str, columns: list[Any]) -> list[str]:
+    """A warning when a column beside the paper's rows was graded by another grader than the paper's."""
+    other = sorted({c.header for c in columns if c.benchmark in PAPER_AVERAGE_BENCHMARKS
+                    and c.settings.get("grader_name", "math_verify") != "math_verify"})
+    if not other:
+        return []
+    return [f"reference {name!r}: the paper's rows were graded by {PAPER_GRADER}; {', '.join(other)} by another "
+            "grader. For apples-to-apples: rlbench eval RUN --regrade --grader math_verify"]
 
 
 def reference_rows(name: str) -> list[ReferenceRow]:

@@ -30,7 +30,13 @@ from rlbench_cli.compare.model import (
     Comparison,
     Row,
 )
-from rlbench_cli.compare.reference import PAPER_AVERAGE_BENCHMARKS, PAPER_PROTOCOL, reference_rows
+from rlbench_cli.compare.reference import (
+    PAPER_AVERAGE_BENCHMARKS,
+    PAPER_GRADER,
+    PAPER_PROTOCOL,
+    paper_grader_warning,
+    reference_rows,
+)
 from rlbench_cli.compare.render import (  # re-exported: callers import the renderers from here
     latex_escape,
     render_csv,
@@ -383,6 +389,7 @@ def _add_reference(comp: Comparison, name: str) -> None:
                     f"{col.header}: evaluated with {', '.join(diffs)}; the paper used k=16, "
                     "temperature 1.0, top_p 1.0, 4096 new tokens"
                 )
+    comp.warnings += paper_grader_warning(name, comp.columns)
     added = 0
     for ref in published:
         row = Row(label=ref.label, recipe_name=None, kind="reference")
@@ -458,7 +465,7 @@ def _legend(comp: Comparison) -> list[str]:
         )
     if any(r.kind == "reference" for r in comp.rows):
         lines.append(
-            "[paper] rows: published mean@16 of arXiv 2504.11343 Table 1 (v1 per benchmark, v2 Average); "
-            "not part of the best marking."
+            "[paper] rows: published mean@16 of arXiv 2504.11343 Table 1 (v1 per benchmark, v2 Average), "
+            f"graded by {PAPER_GRADER}; not part of the best marking."
         )
     return lines

@@ -1,0 +1,235 @@
+"""Grading many answers in worker processes, each answer under a hard wall-clock limit.
+
+Math-Verify's own timeouts use `signal.alarm`, which fails outside the main thread, so they are off and the pool
+kills a worker whose answer runs past the limit instead (the answer then counts as wrong, `timed_out`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rlbench_cli.evaluation.grader.compare import GRADERS, Verdict, error_verdict, grade_prepared
+from rlbench_cli.evaluation.grader.extract import UNBOXED_TAIL_CHARS, prepare_pred
+from rlbench_cli.evaluation.grader.mathverify import quiet_math_verify
+
+_MAX_STARTUP_FAILURES = 3
+_STARTUP_HELP = (
+    "grader worker processes keep dying at startup; if this is a script, put its top-level code under "
+    "`if __name__ == '__main__':` (multiprocessing needs it)"
+)
+# The paper's grader sees the whole completion; bound it like rlbench's unboxed tail (x4: boxes sit near the end).
+_MATH_VERIFY_CHARS = 4 * UNBOXED_TAIL_CHARS
+
+Key = tuple[Any, ...]  # (pred source, how it was found, gold, multiple_answer, tolerance, unit, grader)
+
+
+@dataclass(frozen=True)
+class GradeItem:
+    completion: str
+    gold: str
+    multiple_answer: bool = False
+    tolerance: float | None = None
+    unit: str | None = None
+
+
+def make_key(item: GradeItem, grader: str = "rlbench") -> Key:
+    """The dedup key of one answer: what is graded, and with which settings."""
+    if grader == "math_verify":
+        return (item.completion[-_MATH_VERIFY_CHARS:], "raw", item.gold, False, None, None, grader)
+    pred_src, how = prepare_pred(item.completion)
+    return (pred_src, how, item.gold, bool(item.multiple_answer), item.tolerance, item.unit, grader)
+
+
+def grade_key(key: Key) -> Verdict:
+    pred_src, how, gold, multi, tol, unit, grader = key
+    try:
+        return grade_prepared(pred_src, how, gold, multi, tol, unit, grader)[0]
+    except Exception as e:  # noqa: BLE001 - a grader crash on odd input is a wrong answer, not a failed run
+        return error_verdict(pred_src, how, e)
+
+
+def grade_answer(completion: str, gold: str, *, multiple_answer: bool = False, tolerance: float | None = None,
+                 unit: str | None = None, grader: str = "rlbench") -> Verdict:
+    """Grade one completion in this process, with no time limit (use `Grader` for untrusted input)."""
+    return grade_key(make_key(GradeItem(completion, gold, multiple_answer, tolerance, unit), grader))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _worker_main(conn: Any) -> None:
+    """Worker loop: grade keys on this process's main thread until told to stop (None) or the pipe closes."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    quiet_math_verify()
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        idx, key = msg
+        conn.send((idx, asdict(grade_key(key))))
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.ready = False
+        self.task: int | None = None
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        finally:
+            self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self.conn.close()
+
+
+def _context() -> Any:
+    import multiprocessing as mp
+
+    # forkserver: workers fork from a clean server (no threads, no torch state) and start fast after a kill.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        # Takes effect only if the server is not running yet; then workers start with sympy already imported.
+        ctx.set_forkserver_preload(["rlbench_cli.evaluation.grader.pool", "math_verify"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class Grader:
+    """Grades many answers in worker processes, each answer under a wall-clock limit.
+
+    `workers=0` grades in this process (debugging, tests); it then has no time limit.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, grader: str = "rlbench") -> None:
+        if grader not in GRADERS:
+            raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got {grader!r}")
+        self.grader = grader
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.n_workers = workers
+        self.timeout_s = timeout_s
+        self._workers: list[_Worker] = []
+        self._ctx: Any = None
+        self._startup_failures = 0
+        self.stats = {"graded": 0, "unique": 0, "timeouts": 0, "restarts": 0}
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.stop()
+        self._workers = []
+
+    def _ensure_workers(self) -> None:
+        if self._ctx is None:
+            self._ctx = _context()
+        while len(self._workers) < self.n_workers:
+            self._workers.append(_Worker(self._ctx))
+
+    def grade_many(self, items: list[GradeItem]) -> list[Verdict]:
+        keys = [make_key(it, self.grader) for it in items]
+        unique = list(dict.fromkeys(keys))
+        self.stats["graded"] += len(items)
+        self.stats["unique"] += len(unique)
+        if self.n_workers == 0:
+            results = {k: grade_key(k) for k in unique}
+        else:
+            results = dict(zip(unique, self._run_pool(unique), strict=True))
+        # Copies, so callers can mutate one verdict without touching its duplicates.
+        return [Verdict(**asdict(results[k])) for k in keys]
+
+    def _run_pool(self, keys: list[tuple[Any, ...]]) -> list[Verdict]:
+        from multiprocessing.connection import wait
+
+        self._ensure_workers()
+        out: list[Verdict | None] = [None] * len(keys)
+        todo = list(range(len(keys) - 1, -1, -1))  # a stack; pop() takes the next index in order
+        remaining = len(keys)
+        while remaining:
+            now = time.monotonic()
+            for w in self._workers:
+                if w.ready and w.task is None and todo:
+                    i = todo.pop()
+                    try:
+                        w.conn.send((i, keys[i]))
+                    except (OSError, ValueError):
+                        todo.append(i)
+                        self._replace(w)
+                        continue
+                    w.task, w.deadline = i, now + self.timeout_s
+            busy = [w for w in self._workers if w.task is not None]
+            timeout = max(0.0, min((w.deadline for w in busy), default=now + 1.0) - time.monotonic())
+            ready = wait([w.conn for w in self._workers], timeout=timeout)
+            for w in list(self._workers):
+                if w.conn in ready:
+                    try:
+                        msg = w.conn.recv()
+                    except (EOFError, OSError):  # the worker died (e.g. out of memory): its answer is wrong
+                        if w.task is not None:
+                            out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False,
+                                                  error="worker died")
+                            remaining -= 1
+                        elif not w.ready:
+                            self._startup_failures += 1
+                            if self._startup_failures >= _MAX_STARTUP_FAILURES:
+                                raise RuntimeError(_STARTUP_HELP) from None
+                        self._replace(w)
+                        continue
+                    tag, payload = msg
+                    if tag == "ready":
+                        w.ready = True
+                        self._startup_failures = 0
+                    elif w.task == tag:
+                        out[tag] = Verdict(**payload)
+                        w.task = None
+                        remaining -= 1
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.task is not None and now >= w.deadline:
+                    out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False, timed_out=True)
+                    self.stats["timeouts"] += 1
+                    remaining -= 1
+                    self._replace(w)
+        return [v for v in out if v is not None]
+
+    def _replace(self, w: _Worker) -> None:
+        w.task = None
+        w.kill()
+        self._workers.remove(w)
+        self._workers.append(_Worker(self._ctx))
+        self.stats["restarts"] += 1
+
+
+def _pred_of(key: tuple[Any, ...]) -> str | None:
+    return key[0] if key[1] in ("box", "final-answer sentence") else None
