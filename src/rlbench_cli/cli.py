@@ -22,16 +22,56 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 testbed_app = typer.Typer(
-    help="The CPU testbed: a synthetic task and a tiny locally built model.", no_args_is_help=True
+    help="The CPU testbed: a synthetic task and a tiny locally built model.", no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(testbed_app, name="testbed")
 
+def _hide_flag_types() -> None:
+    """typer 0.29 (pinned) shows `<bool>` after every on/off flag; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if self.is_bool_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from rlbench_cli import __version__
+
+        console.print(f"rlbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show library logs, warnings and "
+                                          "progress bars on the console (they always go to the run's log).")] = False,
+) -> None:
+    from rlbench_cli.console import set_verbose
+
+    set_verbose(verbose)
+
+
+def _given(value, default):  # type: ignore[no-untyped-def]
+    """The option's value when given (0 included), else the default: never `value or default`."""
+    return default if value is None else value
 
 
 def _command_line() -> str:
@@ -51,7 +91,8 @@ def train(
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe seed.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Run several seeds one after another, e.g. 0,1,2.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Results folder (default: the recipe's output.dir).")] = None,
+    output: Annotated[Path | None, typer.Option("--results-dir", "--output",
+                                                help="Results folder (default: the recipe's output.dir).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; load nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
@@ -76,6 +117,10 @@ def train(
     if deepspeed not in (None, "zero2", "zero3"):
         raise UserError(f"unknown DeepSpeed stage {deepspeed!r}", where="--deepspeed", fix="use zero2 or zero3")
     recipes = [load_recipe(recipe, extra + ([f"seed={s}"] if s is not None else [])) for s in seed_list]
+    if not dry_run:
+        from rlbench_cli.runfolder import check_run_folders
+
+        check_run_folders(recipes, resume=resume, overwrite=overwrite)  # every seed's folder, before any run
     if launcher == "accelerate" or num_processes > 1 or deepspeed:
         from rlbench_cli.training.launch import launch_command, run_launch
 
@@ -84,7 +129,7 @@ def train(
                                  resume=resume, overwrite=overwrite)
             if dry_run:
                 _print_plan(r, num_processes)
-                console.print("[bold]Launch command:[/] " + " ".join(shlex.quote(c) for c in cmd))
+                console.print("[bold]Launch command:[/] " + " ".join(shlex.quote(c) for c in cmd), soft_wrap=True)
             else:
                 run_launch(cmd)
         return
@@ -106,7 +151,7 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
     from rlbench_cli.training.launch import reference_departures
 
     console.print(f"[bold]Recipe[/] {recipe.name} ({recipe.algorithm.name}), seed {recipe.seed}")
-    console.print(recipe_to_yaml(recipe), markup=False, highlight=False)
+    console.print(recipe_to_yaml(recipe), markup=False, highlight=False, soft_wrap=True)
     table = Table(title="Batch arithmetic (per device)")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -125,7 +170,7 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
     console.print(f"Would write: {out}/ (recipe.yaml, manifest.json, metrics.jsonl, train.log, model/)")
     notes = reference_departures(recipe)
     if notes:
-        console.print("[bold yellow]Departures from the reference paper's settings (REFERENCE.md §1):[/]")
+        console.print("[bold yellow]Departures from the reference paper's settings (docs/reference.md §1):[/]")
         for note in notes:
             console.print(f"  - {note}")
 
@@ -151,13 +196,15 @@ def eval_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="Folder with local benchmark JSONL files "
                                                        "(or set RLBENCH_DATA_DIR).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")] = None,
-    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    results: Annotated[Path, typer.Option("--results-dir", "--results", help="Results folder.")] = Path("results"),
     label: Annotated[str | None, typer.Option(help="Row label for a base model.")] = None,
     workers: Annotated[int, typer.Option(help="Grader worker processes.")] = 2,
     timeout: Annotated[float, typer.Option(help="Per-answer grading time limit (s).")] = 5.0,
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallelism.")] = 1,
     shard: Annotated[str | None, typer.Option(help="Evaluate shard I/N of the problems (multi-GPU).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Only merge finished shards into the summary.")] = False,
+    allow_incomplete: Annotated[bool, typer.Option("--allow-incomplete", help="Evaluate a run whose training did "
+                                                   "not complete (its model/ as it is).")] = False,
     em_inf: Annotated[bool | None, typer.Option(
         "--em-inf/--no-em-inf",
         help="EM-INF: minimise each step's entropy on the logits (hf backend). Default: the recipe's eval.em_inf.",
@@ -171,8 +218,12 @@ def eval_cmd(
              "verl and OpenRLHF dumps) into results/external-<label>-s<seed>/; needs --label.")] = None,
 ) -> None:
     """Evaluate mean@k (also pass@k, maj@k) on the benchmarks. Rerunning resumes an interrupted eval."""
+    from rlbench_cli.evaluation.options import check_eval_options, check_grader_options
     from rlbench_cli.evaluation.runner import run_eval
 
+    check_eval_options(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, limit=limit)
+    check_grader_options(workers=workers, timeout=timeout)
     if grader is not None and grader not in ("rlbench", "math_verify"):
         raise UserError(f"unknown grader {grader!r}", where="--grader", fix="use rlbench or math_verify")
     if regrade:
@@ -217,13 +268,14 @@ def eval_cmd(
                             fix="write I/N with 0 <= I < N, e.g. 0/4") from None
         shard_t = (i, n)
     run_eval(
-        chosen, results_dir=results, benchmarks=bench_list, k=k or defaults["k"],
-        temperature=defaults["temperature"] if temperature is None else temperature,
-        top_p=top_p or defaults["top_p"], max_new_tokens=max_new_tokens or defaults["max_new_tokens"],
-        prompt_template=template, backend=backend, batch_size=batch_size or defaults["batch_size"],
+        chosen, results_dir=results, benchmarks=bench_list, k=_given(k, defaults["k"]),
+        temperature=_given(temperature, defaults["temperature"]), top_p=_given(top_p, defaults["top_p"]),
+        max_new_tokens=_given(max_new_tokens, defaults["max_new_tokens"]),
+        prompt_template=template, backend=backend, batch_size=_given(batch_size, defaults["batch_size"]),
         seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
-        merge=merge, console=console, em_inf=_em_inf_settings(defaults, em_inf),
+        merge=merge, console=console, allow_incomplete=allow_incomplete, command=_command_line(),
+        em_inf=_em_inf_settings(defaults, em_inf),
         grader=grader or defaults["grader"],
     )
 
@@ -269,6 +321,7 @@ def _eval_defaults(chosen: str | None) -> dict:
 @app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("results"),
+    results_dir_opt: Annotated[Path | None, typer.Option("--results-dir", help="Same as RESULTS_DIR.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv, json or lm-eval "
                                                       "(lm-evaluation-harness results JSON).")] = "rich",
     output: Annotated[Path | None, typer.Option(help="Write the table to this file (lm-eval: a folder).")] = None,
@@ -283,6 +336,11 @@ def compare(
     """Paper-style comparison table (mean@k ± error) of every run under RESULTS_DIR."""
     from rlbench_cli.compare import run_compare
 
+    if results_dir_opt is not None:
+        if results_dir != Path("results") and results_dir != results_dir_opt:
+            raise UserError("give the results folder either as RESULTS_DIR or with --results-dir",
+                            where="command line")
+        results_dir = results_dir_opt
     if fmt not in ("rich", "markdown", "latex", "csv", "json", "lm-eval"):
         raise UserError(f"unknown format {fmt!r}", where="--format",
                         fix="use rich, markdown, latex, csv, json or lm-eval")
@@ -346,7 +404,9 @@ def grade(
 ) -> None:
     """Grade completions produced elsewhere with rlbench's grader; prints accuracy."""
     from rlbench_cli.evaluation.grader import grade_file
+    from rlbench_cli.evaluation.options import check_grade_paths, check_grader_options
 
+    check_grader_options(workers=workers, timeout=timeout)
     if not file.is_file():
         raise UserError("file not found", where=str(file))
     if grader not in ("rlbench", "math_verify"):
@@ -358,6 +418,7 @@ def grade(
             console.print(format_explanation(e), markup=False, highlight=False)
         return
     out = output or file.with_suffix(".graded.jsonl")
+    check_grade_paths(file, out, output_given=output is not None)
     summary = grade_file(file, out, workers=workers, timeout_s=timeout, grader=grader)
     console.print(f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['n']}), "
                   f"timeouts {summary['timeouts']} → {out}")
@@ -386,19 +447,23 @@ def recipes(
             table.add_row(*row)
         console.print(table)
         return
-    table = Table()
-    table.add_column("recipe", no_wrap=True)
-    table.add_column("algorithm", no_wrap=True)
-    table.add_column("description")
+    rows = []
     for path in _recipe_files():
         try:
             data = yaml.safe_load(path.read_text()) or {}
             algo = (data.get("algorithm") or {}).get("name", "?")
-            desc = data.get("description", "")
+            desc = " ".join(str(data.get("description", "")).split())
         except (OSError, yaml.YAMLError):
             algo, desc = "?", "(unreadable)"
-        table.add_row(str(path.relative_to(RECIPES_DIR.parent)), algo, desc)
-    console.print(table)
+        rows.append((str(path.relative_to(RECIPES_DIR.parent)), str(algo), desc))
+    # One line per recipe: the description is cut to the console's width (off a terminal, nothing is cut).
+    w1 = max([len("recipe"), *(len(r[0]) for r in rows)])
+    w2 = max([len("algorithm"), *(len(r[1]) for r in rows)])
+    room = max(10, console.width - w1 - w2 - 4)
+    console.print(f"{'recipe':<{w1}}  {'algorithm':<{w2}}  description", markup=False, highlight=False)
+    for name, algo, desc in rows:
+        desc = desc if len(desc) <= room else desc[: room - 1] + "…"
+        console.print(f"{name:<{w1}}  {algo:<{w2}}  {desc}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -513,12 +578,21 @@ def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExc
 def main() -> None:
     from rich.markup import escape
 
+    from rlbench_cli import signals
+    from rlbench_cli.console import setup_console
+
+    setup_console(console)
+    setup_console(err_console)
     click_errors, aborts = _click_errors()
     try:
         # Non-standalone typer turns Ctrl-C into a returned exit code (130) instead of raising: pass it on.
-        code = app(standalone_mode=False)
+        with signals.on_sigterm():  # SIGTERM (SLURM, Kubernetes) ends like Ctrl-C, with exit code 143
+            code = app(standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
             if code == 130:
+                if signals.received():
+                    err_console.print("terminated (SIGTERM)")
+                    sys.exit(signals.EXIT_CODE)
                 err_console.print("interrupted")
             sys.exit(code)
     except UserError as e:
@@ -537,6 +611,9 @@ def main() -> None:
                               soft_wrap=True)
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except aborts:
+        if signals.received():
+            err_console.print("terminated (SIGTERM)")
+            sys.exit(signals.EXIT_CODE)
         err_console.print("interrupted")
         sys.exit(130)
 

@@ -20,7 +20,7 @@ from rlbench_cli.wave2_rules import ESTIMATOR_NAMES, POLICY_LOSS_NAMES, resolve_
 
 # What each algorithm is, in one place: which runner trains it (training/run.py RUNNERS), its label in tables, and
 # its default settings (TRL style: a variant is a set of settings on a shared runner, not a subclass). Settings are
-# AlgorithmConfig fields; values cite REFERENCE.md §1-2. To add an algorithm: add an entry here (and the fields it
+# AlgorithmConfig fields; values cite docs/reference.md §1-2. To add an algorithm: add an entry here (and the fields it
 # needs to AlgorithmConfig, the math to algorithms/), then a recipe under recipes/.
 _PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
 _PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}

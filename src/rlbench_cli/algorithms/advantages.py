@@ -4,7 +4,7 @@ One scalar advantage per response, computed from the rewards of its group (the n
 plus a row mask `keep` saying which responses enter the loss and its token normaliser. Sources:
 "A Minimalist Approach to LLM Reasoning" (arXiv 2504.11343) and its public code RLHFlow/Minimal-RL
 (`verl/trainer/ppo/core_algos.py`: compute_raft_outcome_advantage, compute_reinforce_rej_outcome_advantage,
-compute_grpo_outcome_advantage, compute_rloo_outcome_advantage); see REFERENCE.md §1-2.
+compute_grpo_outcome_advantage, compute_rloo_outcome_advantage); see docs/reference.md §1-2.
 
 Conventions: `rewards` is (N,) with N = G * group_size and each group's rows contiguous (TRL's order);
 NaN marks a missing reward: such a row gets advantage 0, keep False, and is ignored in group statistics.
@@ -66,7 +66,7 @@ def raft_advantage(grouped_rewards: torch.Tensor, *, valid: torch.Tensor | None 
 
     Minimal-RL code (core_algos.compute_raft_outcome_advantage): A = max(r, 0), i.e. 1[correct] when the
     correct reward is 1, for both {0, 1} and {-1, 1}. The paper's 1[r = max_i r_i] would also keep every
-    response of an all-wrong group; the code's rule is used (REFERENCE.md §1). Without `correct`, falls back
+    response of an all-wrong group; the code's rule is used (docs/reference.md §1). Without `correct`, falls back
     to the code's max(r, 0).
     """
     r, v = _valid_and_filled(grouped_rewards, valid)

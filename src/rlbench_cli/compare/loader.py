@@ -132,6 +132,11 @@ def load_eval(path: Path, metric: str) -> tuple[EvalResult | None, str | None]:
     per_problem = summary.get("per_problem") or []
     if not isinstance(per_problem, list) or not all(isinstance(p, dict) for p in per_problem):
         return None, "summary.json per_problem is not a list of objects"
+    for i, p in enumerate(per_problem):
+        for key in ("n", "n_correct"):  # counts feed the paired bootstrap: a string there is a corrupt file
+            v = p.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                return None, f"summary.json per_problem[{i}].{key} is {v!r}, not a count"
     bench = str(summary.get("benchmark") or path.parent.name)
     return EvalResult(
         benchmark=bench,

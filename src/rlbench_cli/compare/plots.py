@@ -129,6 +129,9 @@ def bars_figure(comp: Comparison, colors: dict[str, Any]) -> Any:
 
 def _save(fig: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600; a PNG follows the user's umask like every result file
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110)

@@ -3,7 +3,7 @@
 Only "minimal-rl" exists: Xiong et al., "A Minimalist Approach to LLM Reasoning", arXiv 2504.11343, Table 1
 (mean@16 at temperature 1.0, 4096 new tokens, Math-Verify grading; percentages). v1 gives per-benchmark
 numbers for Qwen2.5-Math-7B; v2 gives only the Average (MATH500, Minerva Math, OlympiadBench) for both models.
-Source of the values: /work/shared/REFERENCE.md §1.
+Source of the values: docs/reference.md §1.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def _rows_to_problems(
                 skipped += 1
                 continue
             raise UserError(str(e), where=f"{where}:{lineno}",
-                            fix="repair the line, or load with lenient=True to skip bad lines") from None
+                            fix="repair the line, or set data.lenient=true to skip bad lines") from None
     return problems, skipped
 
 

@@ -115,31 +115,34 @@ def latest_completed_run(results_dir: Path) -> Path:
     return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
 
-def _run_target(run_dir: Path, label: str | None) -> Target:
+def _run_target(run_dir: Path, label: str | None, allow_incomplete: bool = False) -> Target:
+    from rlbench_cli.evaluation.modelcheck import check_run_model
+
     manifest = _read_json(run_dir / "manifest.json")
     recipe = _read_recipe(run_dir)
     model = run_dir / "model"
+    model_sha256 = sha256_dir(model) if model.is_dir() else ""
+    check_run_model(run_dir, manifest, model_sha256, allow_incomplete=allow_incomplete)
     name = str(manifest.get("name") or manifest.get("run_name") or run_dir.name)
     recipe_name = str(manifest.get("recipe_name") or recipe.get("name") or name)
     seed = manifest.get("seed", recipe.get("seed"))
     return Target(
-        kind="run", model_path=model, model_ref=str(model), model_sha256=sha256_dir(model), root=run_dir,
+        kind="run", model_path=model, model_ref=str(model), model_sha256=model_sha256, root=run_dir,
         name=name, label=str(label or manifest.get("label") or recipe.get("label") or recipe_name),
         recipe_name=recipe_name, seed=int(seed) if seed is not None else None, run_dir=run_dir,
     )
 
 
 def _base_target(model_path: Path, model_ref: str, slug: str, results_dir: Path, label: str | None) -> Target:
+    """A base model's target; its manifest.json is written by eval_guard (running, then how the eval ended)."""
+    from rlbench_cli.evaluation.modelcheck import check_model_folder
+
+    check_model_folder(model_path, fix="point at a whole Hugging Face model folder (config.json + weights)")
     root = results_dir / f"base-{slug}"
-    target = Target(
+    return Target(
         kind="base", model_path=model_path, model_ref=model_ref, model_sha256=sha256_dir(model_path),
-        root=root,        name=f"base-{slug}", label=label or "Base", recipe_name=f"base-{slug}",
+        root=root, name=f"base-{slug}", label=label or "Base", recipe_name=f"base-{slug}",
     )
-    atomic_write_json(root / "manifest.json", {
-        "kind": "base", "name": target.name, "label": target.label, "recipe_name": target.recipe_name,
-        "model": model_ref, "model_sha256": target.model_sha256, "status": "completed",
-    })
-    return target
 
 
 def _hub_snapshot(hub_id: str) -> Path:
@@ -156,7 +159,8 @@ def _hub_snapshot(hub_id: str) -> Path:
         ) from e
 
 
-def resolve_target(target: str | None, results_dir: Path, label: str | None = None) -> Target:
+def resolve_target(target: str | None, results_dir: Path, label: str | None = None,
+                   allow_incomplete: bool = False) -> Target:
     """Turn the user's target (run folder, model folder, hub id, 'testbed' or None) into a Target."""
     results_dir = Path(results_dir)
     if target is None:
@@ -164,13 +168,19 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
     path = Path(target).expanduser()
     if path.is_dir():
         if (path / "manifest.json").is_file():
+            from rlbench_cli.runlock import assert_not_locked
+
+            assert_not_locked(path)  # a live train or eval of this run is named before anything else
             if not (path / "model").is_dir():
                 status = _read_json(path / "manifest.json").get("status", "unknown")
+                recipe = path / "recipe.yaml"
                 raise UserError(
                     f"this run has no saved model (status: {status})", where=str(path),
-                    fix="wait for training to finish, or resume it with `rlbench train --resume`",
+                    fix=f"its model/ folder is gone: retrain with `rlbench train {recipe} --overwrite`"
+                    if status == "completed" else
+                    f"wait for training to finish, or resume it with `rlbench train {recipe} --resume`",
                 )
-            return _run_target(path, label)
+            return _run_target(path, label, allow_incomplete)
         if (path / "config.json").is_file():
             return _base_target(path, str(path), slugify(path.resolve().name), results_dir, label)
         raise UserError(
@@ -202,7 +212,7 @@ def resolve_prompt_template(explicit: str | None, target: Target, tokenizer: Any
     """explicit > the run's recipe (data.prompt_template) > <model>/rlbench.json > has a chat template?"""
     from rlbench_cli.prompts import TEMPLATES
 
-    chosen, source = explicit, "--prompt-template"
+    chosen, source = explicit, "--template"
     if chosen is None and target.run_dir is not None:
         chosen = (_read_recipe(target.run_dir).get("data") or {}).get("prompt_template")
         source = str(target.run_dir / "recipe.yaml")
@@ -216,7 +226,7 @@ def resolve_prompt_template(explicit: str | None, target: Target, tokenizer: Any
                         fix=f"use one of {', '.join(TEMPLATES)}")
     if chosen == "paper" and not getattr(tokenizer, "chat_template", None):
         raise UserError("prompt template 'paper' needs a tokenizer with a chat template", where=source,
-                        fix="use --prompt-template plain for base models without one")
+                        fix="use --template plain for base models without one")
     return chosen
 
 
@@ -322,32 +332,22 @@ def _grade_item(problem: Any, completion: str) -> Any:
 
 # ---------------------------------------------------------------- progress / display
 
-def _progress(console: Any) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-    )
-
-
 def _print_table(console: Any, summaries: dict[str, dict[str, Any]], k: int) -> None:
     from rich.table import Table
 
-    table = Table(title="rlbench eval")
+    from rlbench_cli.evaluation.metrics import pass_at_k, standard_error
+
+    table = Table(title="rlbench eval (± standard error over problems)")
     for col in ("benchmark", "problems", f"mean@{k}", f"pass@{k}", f"maj@{k}"):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
+        table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=True)
     for s in summaries.values():
-        m = s["metrics"]
-        pct = [f"{100 * float(m.get(key, 0.0)):.1f}" for key in ("mean@k", "pass@k", "maj@k")]
-        table.add_row(s["display_name"], str(s["data"]["n_problems"]), *pct)
+        m, per = s["metrics"], s.get("per_problem") or []
+        ses = {"mean@k": m.get("mean@k_se"),
+               "pass@k": standard_error([pass_at_k(int(p["n"]), int(p["n_correct"]), k) for p in per]),
+               "maj@k": standard_error([float(bool(p.get("maj_correct"))) for p in per])}
+        cells = [f"{100 * float(m.get(key, 0.0)):.1f} ± {100 * float(ses[key] or 0.0):.1f}"
+                 for key in ("mean@k", "pass@k", "maj@k")]
+        table.add_row(s["display_name"], str(s["data"]["n_problems"]), *cells)
     console.print(table)
 
 
@@ -449,7 +449,8 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
              data_dir: Path | None = None, limit: int | None = None, grader_workers: int = 2,
              grader_timeout_s: float = 5.0, label: str | None = None, tensor_parallel_size: int = 1,
              shard: tuple[int, int] | None = None, merge: bool = False, console: Any = None,
-             em_inf: dict[str, Any] | None = None, grader: str = "rlbench") -> dict:
+             em_inf: dict[str, Any] | None = None, grader: str = "rlbench",
+             allow_incomplete: bool = False, command: str = "rlbench eval") -> dict:
     """Evaluate one model on the given benchmarks; returns {benchmark: summary} (shards: progress dicts).
 
     `merge=True` only combines existing (shard) samples into the summary and fails if any are missing.
@@ -463,65 +464,68 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
 
     shard = _check_args(k, batch_size, benchmarks, backend, shard, merge)
     console = console or Console()
-    tgt = resolve_target(target, Path(results_dir), label)
-    tokenizer = _load_tokenizer(tgt.model_path)
-    template = resolve_prompt_template(prompt_template, tgt, tokenizer)
-    console.print(f"[bold]eval[/] {tgt.label} ({tgt.model_ref}) · k={k} T={temperature} top_p={top_p} "
-                  f"max_new_tokens={max_new_tokens} template={template} backend={backend}"
-                  + (f" em_inf={em_inf}" if em_inf else ""))
-    engines = _Engines(backend, tgt.model_path, batch_size=batch_size, seed=seed,
-                       tensor_parallel_size=tensor_parallel_size, grader_workers=grader_workers,
-                       grader_timeout_s=grader_timeout_s, em_inf=em_inf, grader=grader)
-    # Chunk = what is generated, graded and appended at once; at most one chunk is lost on interruption.
-    chunk_samples = max(k, batch_size) if backend == "hf" else max(k, 1024)
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for name in benchmarks:
-            bench = load_benchmark(name, data_dir=data_dir, limit=limit)
-            out = tgt.root / "eval" / name
-            settings = {"model_sha256": tgt.model_sha256, "k": k, "temperature": float(temperature),
-                        "top_p": float(top_p), "max_new_tokens": max_new_tokens, "prompt_template": template,
-                        "seed": seed, "data_sha256": bench.sha256, "backend": backend,
-                        "grader_version": grader_version(grader), "grader": grader, "benchmark": name,
-                        "model": tgt.model_ref}
-            if em_inf:
-                settings["em_inf"] = em_inf
-            check_settings(out, settings)
-            problems = list(bench.problems)
-            selected = [p for idx, p in enumerate(problems) if shard is None or idx % shard[1] == shard[0]]
-            done = read_samples(out)
-            pending = [(p, j) for p in selected for j in range(k) if (str(p.id), j) not in done]
-            if merge and pending:
-                raise UserError(
-                    f"{len(pending)} of {len(selected) * k} samples are missing for {name}",
-                    where=str(out),
-                    fix="finish the other shards (--shard i/n), or rerun without --merge to generate them",
-                )
-            prompt_of = {str(p.id): render_prompt(p.problem, template, tokenizer) for p, _ in pending}
-            desc = bench.display_name + (f" shard {shard[0]}/{shard[1]}" if shard else "")
-            total = len(selected) * k
-            with _progress(console) as progress:
-                task = progress.add_task(desc, total=total, completed=total - len(pending))
-                _generate_pending(
-                    engines, name, pending, prompt_of, out, _shard_suffix(shard), seed=seed,
-                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                    chunk_samples=chunk_samples, on_chunk=lambda n, task=task: progress.advance(task, n),
-                )
-            if shard is not None:
-                results[name] = {"benchmark": name, "status": "shard", "shard": list(shard),
-                                 "n_samples": total, "out": str(out)}
-                continue
-            results[name] = _write_summary(out, name, bench, problems, k, tgt, settings, batch_size,
-                                           grader_timeout_s, summarize)
-    finally:
-        engines.close()
-    if shard is None:
-        _print_table(console, results, k)
-        if tgt.run_dir is not None:  # the run's trackers (output.report_to) get the summaries too
-            from rlbench_cli.tracking import mirror_eval
+    tgt = resolve_target(target, Path(results_dir), label, allow_incomplete)
+    from rlbench_cli.console import Progress
+    from rlbench_cli.evaluation.guard import eval_guard
 
-            mirror_eval(tgt.run_dir, _read_json(tgt.run_dir / "manifest.json"), results, console)
-    return results
+    with eval_guard(tgt, command=command, console=console):  # lock, disk reserve, status on every ending
+        tokenizer = _load_tokenizer(tgt.model_path)
+        template = resolve_prompt_template(prompt_template, tgt, tokenizer)
+        console.print(f"[bold]eval[/] {tgt.label} ({tgt.model_ref}) · k={k} T={temperature} top_p={top_p} "
+                      f"max_new_tokens={max_new_tokens} template={template} backend={backend}"
+                      + (f" em_inf={em_inf}" if em_inf else ""))
+        engines = _Engines(backend, tgt.model_path, batch_size=batch_size, seed=seed,
+                           tensor_parallel_size=tensor_parallel_size, grader_workers=grader_workers,
+                           grader_timeout_s=grader_timeout_s, em_inf=em_inf, grader=grader)
+        # Chunk = what is generated, graded and appended at once; at most one chunk is lost on interruption.
+        chunk_samples = max(k, batch_size) if backend == "hf" else max(k, 1024)
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            for name in benchmarks:
+                bench = load_benchmark(name, data_dir=data_dir, limit=limit)
+                out = tgt.root / "eval" / name
+                settings = {"model_sha256": tgt.model_sha256, "k": k, "temperature": float(temperature),
+                            "top_p": float(top_p), "max_new_tokens": max_new_tokens, "prompt_template": template,
+                            "seed": seed, "data_sha256": bench.sha256, "backend": backend,
+                            "grader_version": grader_version(grader), "grader": grader, "benchmark": name,
+                            "model": tgt.model_ref}
+                if em_inf:
+                    settings["em_inf"] = em_inf
+                check_settings(out, settings)
+                problems = list(bench.problems)
+                selected = [p for idx, p in enumerate(problems) if shard is None or idx % shard[1] == shard[0]]
+                done = read_samples(out)
+                pending = [(p, j) for p in selected for j in range(k) if (str(p.id), j) not in done]
+                if merge and pending:
+                    raise UserError(
+                        f"{len(pending)} of {len(selected) * k} samples are missing for {name}",
+                        where=str(out),
+                        fix="finish the other shards (--shard i/n), or rerun without --merge to generate them",
+                    )
+                prompt_of = {str(p.id): render_prompt(p.problem, template, tokenizer) for p, _ in pending}
+                desc = bench.display_name + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+                total = len(selected) * k
+                with Progress(console, desc, total, total - len(pending), unit="samples") as progress:
+                    _generate_pending(
+                        engines, name, pending, prompt_of, out, _shard_suffix(shard), seed=seed,
+                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        chunk_samples=chunk_samples, on_chunk=lambda n, progress=progress: progress.update(advance=n),
+                    )
+                if shard is not None:
+                    results[name] = {"benchmark": name, "status": "shard", "shard": list(shard),
+                                     "n_samples": total, "out": str(out)}
+                    continue
+                results[name] = _write_summary(out, name, bench, problems, k, tgt, settings, batch_size,
+                                               grader_timeout_s, summarize)
+        finally:
+            engines.close()
+        if shard is None:
+            _print_table(console, results, k)
+            if tgt.run_dir is not None:  # the run's trackers (output.report_to) get the summaries too
+                from rlbench_cli.tracking import mirror_eval
+
+                mirror_eval(tgt.run_dir, _read_json(tgt.run_dir / "manifest.json"), results, console)
+        return results
 
 
 def _write_summary(out: Path, name: str, bench: Any, problems: list[Any], k: int, tgt: Target,

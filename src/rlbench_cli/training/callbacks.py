@@ -6,6 +6,8 @@ row goes to the run's experiment trackers (tracking.py, output.report_to), so th
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,8 @@ from transformers import TrainerCallback
 from rlbench_cli import tracking
 from rlbench_cli.records import append_jsonl
 from rlbench_cli.training.context import METRIC_KEYS
+
+_log = logging.getLogger("rlbench")
 
 # TRL / Trainer log key -> our key (first match wins).
 _FROM_LOGS = {
@@ -54,6 +58,7 @@ class MetricsCallback(TrainerCallback):
         row.update({k: v for k, v in self.rollout_stats().items() if k in row})
         row["wall_time"] = round(time.time() - self.t0, 3)
         append_jsonl(self.metrics_path, [row])
+        _log.info("step %s %s", row["step"], json.dumps({k: v for k, v in row.items() if v is not None}))
         tracking.log_row(self.metrics_path, row)
         if self.progress is not None:
             self.progress.note(row)
@@ -64,35 +69,32 @@ class MetricsCallback(TrainerCallback):
 
 
 class RichProgress:
-    """A rich progress bar with ETA and the latest reward / accuracy, for any runner."""
+    """The run's progress with the latest reward / accuracy: a rich bar on a terminal, plain lines off one."""
 
     def __init__(self, console: Any, total: int, description: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rlbench_cli.console import Progress
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=console, transient=False, disable=console is None,
-        )
-        self.task = self.progress.add_task(description, total=total, info="")
+        self.progress = Progress(console, description, total, unit="steps")
 
     def __enter__(self) -> RichProgress:
-        self.progress.start()
+        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        self.progress.__exit__(*exc)
 
     def advance(self, completed: int) -> None:
-        self.progress.update(self.task, completed=completed)
+        self.progress.update(completed)
 
     def note(self, row: dict[str, Any]) -> None:
         parts = [f"{k}={row[k]:.3g}" for k in ("reward_mean", "accuracy", "loss") if row.get(k) is not None]
-        self.progress.update(self.task, info=" ".join(parts))
+        self.progress.update(info=" ".join(parts))
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """The Trainer prints its raw log dict every step (PrinterCallback): metrics go to metrics.jsonl and
+    train.log instead (see MetricsCallback)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlbench_cli import signals
 from rlbench_cli.records import atomic_write_text
-from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
+from rlbench_cli.training.callbacks import MetricsCallback, RichProgress, quiet_trainer
 from rlbench_cli.training.context import RunContext
 
 log = logging.getLogger("rlbench")
@@ -104,4 +105,9 @@ def fit(trainer: Any, run: RunContext, console: Any, max_steps: int, *, resume: 
     with RichProgress(console, max_steps, f"{run.recipe.algorithm.name} {run.dir.name}") as progress:
         trainer.add_callback(MetricsCallback(run.metrics_path, rollout_stats, progress,
                                              step_offset_wall=wall, extra_keys=extra_keys))
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        quiet_trainer(trainer)
+        # SIGTERM (preemption): with checkpointing on, save at the next step a run can resume from, then stop.
+        safe_every = 1 if run.recipe.algorithm.name == "sft" else run.recipe.steps_per_rollout
+        trainer.add_callback(signals.preempt_callback(safe_every))
+        with signals.on_sigterm(deferred=bool(run.recipe.output.checkpoint_every)):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

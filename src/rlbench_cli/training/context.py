@@ -120,7 +120,7 @@ def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int |
     seed = recipe.seed if seed is None else seed
     args: dict[str, Any] = dict(
         output_dir=str(run.checkpoint_dir), seed=seed, data_seed=seed, use_cpu=on_cpu,
-        # TRL defaults to bf16 even on CPU: slower there and different numbers (REFERENCE.md §4).
+        # TRL defaults to bf16 even on CPU: slower there and different numbers (docs/reference.md §4).
         bf16=not on_cpu and recipe.model.dtype in ("auto", "bfloat16"),
         fp16=not on_cpu and recipe.model.dtype == "float16",
         report_to="none", disable_tqdm=True, logging_steps=1, max_steps=max_steps,
@@ -243,4 +243,6 @@ def prepare_run_folder(ctx: RunContext, *, resume: bool, overwrite: bool) -> Non
             fix="add --resume to continue it, --overwrite to start again, or set output.run_name=NAME",
         )
     else:
-        shutil.rmtree(ctx.dir)
+        from rlbench_cli.runlock import clear_run_folder
+
+        clear_run_folder(ctx.dir)  # keeps the run-folder lock this process holds

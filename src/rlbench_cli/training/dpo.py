@@ -1,5 +1,5 @@
-"""The iterative DPO runner (REFERENCE.md §1): sample with the current policy, pair correct vs incorrect, train DPO,
-repeat with the new policy.
+"""The iterative DPO runner (docs/reference.md §1): sample with the current policy, pair correct vs incorrect,
+train DPO, repeat with the new policy.
 
 Data rule: the prompts (already shuffled with the run seed by `load_rows`) are cut into `algorithm.dpo_iterations`
 consecutive chunks of `len(rows) // dpo_iterations` prompts (the remainder is unused), so the run makes one pass over
@@ -334,6 +334,9 @@ def _train_iteration(recipe: Recipe, run: RunContext, model: Any, tokenizer: Any
     )
     metrics.offset = step_offset
     trainer.add_callback(metrics)
+    from rlbench_cli.training.callbacks import quiet_trainer
+
+    quiet_trainer(trainer)
     trainer.train()
     _remove_empty(Path(trainer.args.output_dir))  # save_strategy "no": TRL only leaves an empty folder
     trained = trainer.accelerator.unwrap_model(trainer.model)

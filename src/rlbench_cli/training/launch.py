@@ -8,7 +8,7 @@
   launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=true in the environment, which gives gloo on CPU.
 
 vLLM: in colocate mode TRL 1.16 seeds each vLLM engine with `process_index // tensor_parallel_size`, ignoring
-the run seed (REFERENCE.md §4). `vllm_seed_override` derives it from the recipe seed instead (`vllm_seed`).
+the run seed (docs/reference.md §4). `vllm_seed_override` derives it from the recipe seed instead (`vllm_seed`).
 This module only imports torch / trl inside functions: `rlbench train --dry-run` stays light.
 """
 
@@ -164,7 +164,7 @@ def vllm_server_command(recipe: Any) -> str:
 
 PAPER = "paper §4"
 SCRIPTS = "public scripts"
-# REFERENCE.md §1, training settings common to every algorithm of the paper.
+# docs/reference.md §1, training settings common to every algorithm of the paper.
 PAPER_SETTINGS: dict[str, Any] = {
     "optim.lr": 1e-6, "optim.weight_decay": 0.01, "optim.lr_scheduler": "constant",
     "rollout.prompts_per_batch": 1024, "rollout.temperature": 1.0, "rollout.top_p": 1.0,
@@ -174,7 +174,7 @@ PAPER_RL = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "ppo")
 
 
 def expected_settings(algorithm: str) -> dict[str, tuple[tuple[Any, ...], str]]:
-    """REFERENCE.md §1 settings for an algorithm: dotted key → (accepted values, source of the values).
+    """docs/reference.md §1 settings for an algorithm: dotted key → (accepted values, source of the values).
 
     Where the paper and its public code disagree both values are accepted; `reference_departures` names which.
     """
@@ -263,7 +263,7 @@ def reference_departures(recipe: Any) -> list[str]:
 
 
 def vllm_notes(recipe: Any) -> list[str]:
-    """How vLLM rollouts are seeded for this recipe (REFERENCE.md §4)."""
+    """How vLLM rollouts are seeded for this recipe (docs/reference.md §4)."""
     ro = recipe.rollout
     if not ro.use_vllm:
         return []

@@ -1,6 +1,6 @@
 """PPO with a learned critic and GAE, on the same TRL GRPOTrainer path as the other RL algorithms.
 
-TRL 1.16 ships no PPO (REFERENCE.md §4), so `PPOTrainer` extends rlbench's `RLBenchGRPOTrainer`: TRL still
+TRL 1.16 ships no PPO (docs/reference.md §4), so `PPOTrainer` extends rlbench's `RLBenchGRPOTrainer`: TRL still
 does generation, reward calls (the grader), batching, off-policy buffering, logging and checkpoints. On top:
 - a critic (`ValueModel`: the initial policy's backbone plus a scalar head) with its own AdamW optimizer
   (`algorithm.critic_lr`, the recipe's weight decay and grad clipping), prepared with the trainer's

@@ -13,26 +13,22 @@ A new algorithm that is a set of settings on an existing runner needs only that 
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rlbench_cli.config import ALGORITHM_DEFAULTS, Recipe, recipe_to_yaml
-from rlbench_cli.errors import UserError
 from rlbench_cli.records import atomic_write_text, read_jsonl, sha256_dir
 from rlbench_cli.training.context import (
     RunContext,
-    attach_log,
     check_writable,
-    detach_log,
     is_main_process,
     prepare_run_folder,
     resolve_model_path,
 )
 from rlbench_cli.training.dpo import train_dpo
+from rlbench_cli.training.guard import train_guard
 from rlbench_cli.training.ppo import train_ppo
 from rlbench_cli.training.rl import train_rl
 from rlbench_cli.training.sft import train_sft
@@ -59,63 +55,44 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
 
         check_available(list(recipe.output.report_to))
         check_writable(results)
-        prepare_run_folder(ctx, resume=resume, overwrite=overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = attach_log(run_dir, "train.log" if is_main else f"train.rank{os.environ.get('RANK')}.log")
-    log = logging.getLogger("rlbench")
     tracker = None
     try:
-        import torch
+        with train_guard(ctx, console=console,
+                         prepare=lambda: prepare_run_folder(ctx, resume=resume, overwrite=overwrite)) as log:
+            import torch
 
-        if recipe.torch_threads:
-            torch.set_num_threads(recipe.torch_threads)
-        if is_main:
-            atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
-        from rlbench_cli.training.data import load_rows
+            if recipe.torch_threads:
+                torch.set_num_threads(recipe.torch_threads)
+            if is_main:
+                atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe, command))
+            from rlbench_cli.training.data import load_rows
 
-        rows, data_record = load_rows(recipe)
-        model_path = resolve_model_path(recipe, console)
-        if recipe.model.trust_remote_code and console is not None:
-            console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
-        if is_main:
-            ctx.start(data_record, model_path, resumed=resume)
-            from rlbench_cli import tracking
+            rows, data_record = load_rows(recipe)
+            model_path = resolve_model_path(recipe, console)
+            if recipe.model.trust_remote_code and console is not None:
+                console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
+            if is_main:
+                ctx.start(data_record, model_path, resumed=resume)
+                from rlbench_cli import tracking
 
-            tracker = tracking.open_for_training(recipe, run_dir, ctx.manifest, ctx.metrics_path)
-            if tracker is not None:
-                ctx.write_manifest()  # now with manifest["tracking"] (the id a later eval logs to)
-        log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
-                 data_record["source"])
-        final_model = runner_for(recipe.algorithm.name)(recipe, ctx, console, rows=rows, model_path=model_path,
-                                                        resume=resume)
-        if not is_main:
+                tracker = tracking.open_for_training(recipe, run_dir, ctx.manifest, ctx.metrics_path)
+                if tracker is not None:
+                    ctx.write_manifest()  # now with manifest["tracking"] (the id a later eval logs to)
+            log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
+                     data_record["source"])
+            final_model = runner_for(recipe.algorithm.name)(recipe, ctx, console, rows=rows, model_path=model_path,
+                                                            resume=resume)
+            if not is_main:
+                return run_dir
+            steps = len(read_jsonl(ctx.metrics_path))
+            ctx.finish("completed", steps=steps,
+                       final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
+            log.info("run %s completed", run_dir.name)
             return run_dir
-        steps = len(read_jsonl(ctx.metrics_path))
-        ctx.finish("completed", steps=steps,
-                   final_model_sha256=sha256_dir(final_model) if Path(final_model).is_dir() else None)
-        log.info("run %s completed", run_dir.name)
-        return run_dir
-    except KeyboardInterrupt:
-        if ctx.manifest:
-            ctx.finish("interrupted", error="interrupted by the user (Ctrl-C)")
-        if console is not None:
-            console.print(f"[yellow]Interrupted. Resume with: rlbench train {run_dir / 'recipe.yaml'} --resume[/]",
-                          soft_wrap=True)
-        raise
-    except UserError as e:
-        if ctx.manifest:
-            ctx.finish("failed", error=str(e))
-        raise
-    except BaseException as e:
-        if ctx.manifest:
-            ctx.finish("failed", error=f"{type(e).__name__}: {e}")
-        log.exception("run failed")
-        raise
     finally:
         if tracker is not None:
             from rlbench_cli import tracking
 
             tracking.close_training(tracker, ctx.metrics_path, ctx.manifest)
-        detach_log(handler)
         sys.stdout.flush()
 
