@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rlbench_cli.cli_support import em_inf_settings, eval_defaults, print_plan
 from rlbench_cli.errors import UserError
 
 app = typer.Typer(
@@ -128,51 +129,19 @@ def train(
             cmd = launch_command(recipe, extra + [f"seed={r.seed}"], num_processes=num_processes, deepspeed=deepspeed,
                                  resume=resume, overwrite=overwrite)
             if dry_run:
-                _print_plan(r, num_processes)
+                print_plan(console, r, num_processes)
                 console.print("[bold]Launch command:[/] " + " ".join(shlex.quote(c) for c in cmd), soft_wrap=True)
             else:
                 run_launch(cmd)
         return
     for r in recipes:
         if dry_run:
-            _print_plan(r, 1)
+            print_plan(console, r, 1)
             continue
         from rlbench_cli.training.run import run_training
 
         run_dir = run_training(r, command=_command_line(), resume=resume, overwrite=overwrite, console=console)
         console.print(f"[green]Run complete:[/] {run_dir}   next: rlbench eval {run_dir}")
-
-
-def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-def]
-    from rich.table import Table
-
-    from rlbench_cli.config import recipe_to_yaml
-    from rlbench_cli.training.batching import count_rows, plan_for
-    from rlbench_cli.training.launch import reference_departures
-
-    console.print(f"[bold]Recipe[/] {recipe.name} ({recipe.algorithm.name}), seed {recipe.seed}")
-    console.print(recipe_to_yaml(recipe), markup=False, highlight=False, soft_wrap=True)
-    table = Table(title="Batch arithmetic (per device)")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    for key, value in plan_for(recipe, num_processes, count_rows(recipe)).items():
-        table.add_row(key, str(value))
-    console.print(table)
-    # Safe defaults: anything that would run code not shipped with rlbench is said out loud.
-    if recipe.model.trust_remote_code:
-        console.print("[yellow]model.trust_remote_code is on: code from the model repository would run[/]")
-    if recipe.reward.function:
-        from rich.markup import escape
-
-        spec = escape(recipe.reward.function)
-        console.print(f"[yellow]Custom reward code from the recipe would run: {spec}[/]", highlight=False)
-    out = Path(recipe.output.dir) / recipe.run_name
-    console.print(f"Would write: {out}/ (recipe.yaml, manifest.json, metrics.jsonl, train.log, model/)")
-    notes = reference_departures(recipe)
-    if notes:
-        console.print("[bold yellow]Departures from the reference paper's settings (docs/reference.md §1):[/]")
-        for note in notes:
-            console.print(f"  - {note}")
 
 
 # ----------------------------------------------------------------------------------------------------------- eval
@@ -256,7 +225,7 @@ def eval_cmd(
         from rlbench_cli.testbed.model import build_base_model
 
         chosen = str(build_base_model(progress=True, version=version))
-    defaults = _eval_defaults(chosen)
+    defaults = eval_defaults(chosen)
     bench_list = _split_csv(benchmarks) or defaults["benchmarks"]
     shard_t = None
     if shard:
@@ -275,44 +244,9 @@ def eval_cmd(
         seed=seed, data_dir=data_dir, limit=limit, grader_workers=workers,
         grader_timeout_s=timeout, label=label, tensor_parallel_size=tensor_parallel_size, shard=shard_t,
         merge=merge, console=console, allow_incomplete=allow_incomplete, command=_command_line(),
-        em_inf=_em_inf_settings(defaults, em_inf),
+        em_inf=em_inf_settings(defaults, em_inf),
         grader=grader or defaults["grader"],
     )
-
-
-def _em_inf_settings(defaults: dict, flag: bool | None) -> dict | None:
-    """EM-INF settings from the recipe's eval section (or its defaults) when on, else None."""
-    if not (defaults["em_inf"] if flag is None else flag):
-        return None
-    return {key: defaults[f"em_inf_{key}"] for key in ("threshold", "kl_weight", "lr", "steps")}
-
-
-def _eval_defaults(chosen: str | None) -> dict:
-    """Eval settings when not given: the run's recipe `eval` section, else the testbed's or the paper's protocol."""
-    import json
-
-    import yaml
-
-    from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
-
-    defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
-                "max_new_tokens": 4096, "batch_size": 64, "em_inf": False, "em_inf_threshold": 0.1,
-                "em_inf_kl_weight": 0.001, "em_inf_lr": 0.1, "em_inf_steps": 3, "grader": "rlbench"}
-    folder = Path(chosen) if chosen else None
-    if folder is not None and (folder / "testbed.json").exists():
-        v1 = json.loads((folder / "testbed.json").read_text()).get("testbed_version", "v1") == "v1"
-        benches = [b.replace("testbed_", "testbed_v1_") for b in TESTBED_EVAL] if v1 else list(TESTBED_EVAL)
-        defaults.update(benchmarks=benches, max_new_tokens=80, batch_size=256)
-    section = None
-    if folder is not None and (folder / "recipe.yaml").is_file():
-        try:
-            section = (yaml.safe_load((folder / "recipe.yaml").read_text()) or {}).get("eval")
-        except (OSError, yaml.YAMLError):
-            section = None
-    for key in defaults:
-        if section and section.get(key) is not None:
-            defaults[key] = section[key]
-    return defaults
 
 
 # -------------------------------------------------------------------------------------------------------- compare
