@@ -184,6 +184,10 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
         from rlbench_cli.testbed.model import build_base_model
 
         return _base_target(Path(build_base_model()), "testbed", "testbed", results_dir, label)
+    from rlbench_cli.models import REAL_MODELS, build_real_model
+
+    if target in REAL_MODELS:  # a packaged real model (converted once into the cache)
+        return _base_target(build_real_model(target), target, target, results_dir, label)
     if HUB_ID_RE.match(target):
         slug = slugify(target.replace("/", "--"))
         return _base_target(_hub_snapshot(target), target, slug, results_dir, label)
