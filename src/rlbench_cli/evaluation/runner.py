@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.errors import UserError
-from rlbench_cli.evaluation.generate import make_backend, sample_seed
+from rlbench_cli.evaluation.generate import SAMPLER_VERSION, make_backend, sample_seed
 from rlbench_cli.records import (
     append_jsonl,
     atomic_write_json,
@@ -36,7 +36,7 @@ from rlbench_cli.records import (
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Keys of settings.json that samples depend on; any change makes old samples unusable.
 SETTINGS_KEYS = ("model_sha256", "k", "temperature", "top_p", "max_new_tokens", "prompt_template", "seed",
-                 "data_sha256", "backend")
+                 "data_sha256", "backend", "sampler")
 SAMPLE_FILE_RE = re.compile(r"^samples(\.shard-\d+-of-\d+)?\.jsonl$")
 TIMINGS_FILE_RE = re.compile(r"^timings(\.shard-\d+-of-\d+)?\.jsonl$")
 
@@ -473,6 +473,7 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
             settings = {"model_sha256": tgt.model_sha256, "k": k, "temperature": float(temperature),
                         "top_p": float(top_p), "max_new_tokens": max_new_tokens, "prompt_template": template,
                         "seed": seed, "data_sha256": bench.sha256, "backend": backend,
+                        "sampler": SAMPLER_VERSION if backend == "hf" else "vllm",
                         "grader_version": GRADER_VERSION, "benchmark": name, "model": tgt.model_ref}
             check_settings(out, settings)
             problems = list(bench.problems)
