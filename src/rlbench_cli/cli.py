@@ -343,7 +343,7 @@ def testbed_build(
 
         path = build_real_model(model, cache_dir, force=force, console=console)
         console.print(f"[green]{model}:[/] {path}")
-        console.print(f"next: rlbench eval --model {model} --limit 20 --k 2   or   rlbench train recipes/smol/grpo.yaml")
+        console.print(f"next: rlbench eval --model {model} --limit 20 --k 2  or  rlbench train recipes/smol/grpo.yaml")
         return
     from rlbench_cli.testbed.model import build_base_model
 
