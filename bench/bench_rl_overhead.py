@@ -36,10 +36,11 @@ def _child(args: argparse.Namespace) -> None:
     from trl import GRPOTrainer
 
     from rlbench_cli.config import load_recipe
+    from rlbench_cli.training.context import RunContext, resolve_model_path
     from rlbench_cli.training.data import build_prompt_dataset, load_rows
+    from rlbench_cli.training.policy import load_policy
     from rlbench_cli.training.rewards import GraderReward
-    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config, load_policy
-    from rlbench_cli.training.run import RunContext, resolve_model_path
+    from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config
 
     recipe = load_recipe(args.recipe, [f"model.path={args.model}", f"optim.max_steps={args.steps}", *args.set])
     torch.set_num_threads(recipe.torch_threads or torch.get_num_threads())

@@ -11,7 +11,7 @@ from helpers import metrics_without_timing, tiny_recipe, train_dict, weights_has
 
 from rlbench_cli.config import ALGORITHMS
 from rlbench_cli.records import read_jsonl
-from rlbench_cli.training.run import METRIC_KEYS
+from rlbench_cli.training.context import METRIC_KEYS
 
 pytestmark = pytest.mark.slow
 

@@ -241,7 +241,7 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
         calls.append(len(rows))
         return ctx.model_dir
 
-    monkeypatch.setattr("rlbench_cli.training.run._runner", lambda algorithm: runner)
+    monkeypatch.setattr("rlbench_cli.training.run.runner_for", lambda algorithm: runner)
     return calls
 
 

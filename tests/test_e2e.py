@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rlbench_cli.cli import app
 from rlbench_cli.records import read_jsonl
-from rlbench_cli.training.run import METRIC_KEYS
+from rlbench_cli.training.context import METRIC_KEYS
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -202,7 +202,7 @@ def test_paper_recipe(path: Path) -> None:
     assert lines[0].startswith(f"# rlbench train recipes/{path.relative_to(REPO / 'recipes')}")
     assert lines[1].startswith("# ") and len(lines[1]) > 10
     recipe = load_recipe(path)
-    from rlbench_cli.training.run import plan
+    from rlbench_cli.training.batching import plan
 
     for procs in (1, 8):
         plan(recipe, procs)

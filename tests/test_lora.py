@@ -23,7 +23,7 @@ def _lora(enabled: bool = True, **extra) -> dict:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_peft_config_follows_recipe(algorithm: str, tmp_path: Path) -> None:
-    from rlbench_cli.training.rl import peft_config
+    from rlbench_cli.training.policy import peft_config
 
     data = tiny_recipe(algorithm, tmp_path, tmp_path, model=_lora(target_modules=["q_proj", "v_proj"]))
     cfg = peft_config(recipe_from_dict(data, "test"))

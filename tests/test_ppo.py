@@ -15,6 +15,7 @@ from rlbench_cli.algorithms.losses import masked_whiten
 from rlbench_cli.config import recipe_from_dict
 from rlbench_cli.errors import UserError
 from rlbench_cli.records import read_jsonl
+from rlbench_cli.training.context import METRIC_KEYS, RunContext
 from rlbench_cli.training.ppo import (
     CRITIC_OPTIMIZER,
     CRITIC_WEIGHTS,
@@ -26,7 +27,6 @@ from rlbench_cli.training.ppo import (
     token_level_rewards,
     whiten_global,
 )
-from rlbench_cli.training.run import METRIC_KEYS, RunContext
 
 # ------------------------------------------------------------------------------------------- pure helpers
 

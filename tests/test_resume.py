@@ -200,14 +200,14 @@ def _make_checkpoint(run: _Run, step: int, complete: bool) -> Path:
 )
 def test_last_checkpoint_skips_incomplete(tmp_path: Path, checkpoints: list[tuple[int, bool]],
                                           expected: int | None, left: list[int]) -> None:
-    from rlbench_cli.training.rl import _last_checkpoint
+    from rlbench_cli.training.checkpoints import last_checkpoint
 
     run = _Run(tmp_path)
     for step, complete in checkpoints:
         _make_checkpoint(run, step, complete)
     if checkpoints:
         (run.checkpoint_dir / "README.md").write_text("model card")
-    got = _last_checkpoint(run)  # type: ignore[arg-type]
+    got = last_checkpoint(run)  # type: ignore[arg-type]
     assert (got.name if got else None) == (f"checkpoint-{expected}" if expected else None)
     remaining = sorted(int(p.name.split("-")[1]) for p in run.checkpoint_dir.glob("checkpoint-*")) \
         if run.checkpoint_dir.exists() else []
@@ -215,12 +215,12 @@ def test_last_checkpoint_skips_incomplete(tmp_path: Path, checkpoints: list[tupl
 
 
 def test_truncate_metrics_keeps_rows_up_to_checkpoint_and_survives_torn_tail(tmp_path: Path) -> None:
-    from rlbench_cli.training.rl import _restore_rollout_counters, _truncate_metrics
+    from rlbench_cli.training.checkpoints import restore_rollout_counters, truncate_metrics
 
     run = _Run(tmp_path)
     lines = [json.dumps({"step": s, "samples": 8 * s, "gen_tokens": 50 * s}) for s in range(1, 7)]
     run.metrics_path.write_text("\n".join(lines) + '\n{"step": 7, "sampl')  # killed mid-append
-    kept = _truncate_metrics(run, tmp_path / "checkpoints" / "checkpoint-4")  # type: ignore[arg-type]
+    kept = truncate_metrics(run, 4)  # type: ignore[arg-type]
     assert [r["step"] for r in kept] == [1, 2, 3, 4]
     assert [r["step"] for r in read_jsonl(run.metrics_path)] == [1, 2, 3, 4]
 
@@ -229,9 +229,9 @@ def test_truncate_metrics_keeps_rows_up_to_checkpoint_and_survives_torn_tail(tmp
         _rb_gen_tokens = 0
 
     t = Trainer()
-    _restore_rollout_counters(t, kept)
+    restore_rollout_counters(t, kept)
     assert (t._rb_samples, t._rb_gen_tokens) == (32, 200)
-    assert _truncate_metrics(run, None) == []  # no checkpoint: start over with an empty log  # type: ignore[arg-type]
+    assert truncate_metrics(run, 0) == []  # no checkpoint: start over with an empty log  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_checkpoints_must_fall_on_rollout_boundaries(tmp_path: Path, prompts: in
 def test_resume_refuses_a_changed_recipe_but_allows_training_longer(tmp_path: Path) -> None:
     from rlbench_cli.config import recipe_from_dict, recipe_to_yaml
     from rlbench_cli.errors import UserError
-    from rlbench_cli.training.run import RunContext, _check_same_recipe
+    from rlbench_cli.training.context import RunContext, check_same_recipe
 
     base = {"name": "r", "algorithm": {"name": "grpo"}, "optim": {"lr": 1e-5, "max_steps": 4},
             "output": {"dir": str(tmp_path)}}
@@ -267,7 +267,7 @@ def test_resume_refuses_a_changed_recipe_but_allows_training_longer(tmp_path: Pa
     run_dir.mkdir()
     (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(base, "t"), "cmd"))
     longer = recipe_from_dict({**base, "optim": {"lr": 1e-5, "max_steps": 8}}, "t")
-    _check_same_recipe(RunContext(longer, run_dir, "cmd"))  # no error: training longer is a resume
+    check_same_recipe(RunContext(longer, run_dir, "cmd"))  # no error: training longer is a resume
     changed = recipe_from_dict({**base, "optim": {"lr": 3e-5, "max_steps": 4}}, "t")
     with pytest.raises(UserError, match=r"optim\.lr"):
-        _check_same_recipe(RunContext(changed, run_dir, "cmd"))
+        check_same_recipe(RunContext(changed, run_dir, "cmd"))

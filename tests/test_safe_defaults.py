@@ -129,7 +129,7 @@ def test_train_prints_and_records_trust_remote_code(tmp_path: Path, monkeypatch:
         seen.append(recipe.model.trust_remote_code)
         return ctx.model_dir
 
-    monkeypatch.setattr("rlbench_cli.training.run._runner", lambda algorithm: runner)
+    monkeypatch.setattr("rlbench_cli.training.run.runner_for", lambda algorithm: runner)
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -151,7 +151,7 @@ def test_load_policy_passes_trust_remote_code_through(monkeypatch: pytest.Monkey
                                                       trust: bool) -> None:
     import transformers
 
-    from rlbench_cli.training.rl import load_policy
+    from rlbench_cli.training.policy import load_policy
 
     calls: list[dict[str, Any]] = []
 

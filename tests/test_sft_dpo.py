@@ -15,7 +15,7 @@ import pytest
 
 from rlbench_cli.config import recipe_from_dict
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.run import METRIC_KEYS, RunContext
+from rlbench_cli.training.context import METRIC_KEYS, RunContext
 
 VOLATILE = ("wall_time", "tokens_per_s")  # timing-dependent metric keys
 
@@ -83,7 +83,7 @@ def _changed(before: dict, after: dict) -> bool:
     ],
 )
 def test_sft_batching(tmp_path, ppb, mini, micro, max_steps, epochs, n_rows, accum, steps):
-    from rlbench_cli.training.sft import sft_batching
+    from rlbench_cli.training.batching import sft_batching
 
     recipe = _recipe(tmp_path, {"name": "sft"}, rollout={"prompts_per_batch": ppb, "n": 1},
                      optim={"mini_batch_prompts": mini, "micro_batch_size": micro, "max_steps": max_steps,
@@ -95,7 +95,7 @@ def test_sft_batching(tmp_path, ppb, mini, micro, max_steps, epochs, n_rows, acc
 
 
 def test_sft_batching_rejects_indivisible(tmp_path):
-    from rlbench_cli.training.sft import sft_batching
+    from rlbench_cli.training.batching import sft_batching
 
     recipe = _recipe(tmp_path, {"name": "sft"}, rollout={"prompts_per_batch": 6, "n": 4},
                      optim={"micro_batch_size": 4})
@@ -108,8 +108,9 @@ def test_sft_dataset_masks_prompt_tokens(tiny_random_model_dir, tmp_path):
     from trl import SFTTrainer
 
     from rlbench_cli.prompts import render_prompt
-    from rlbench_cli.training.rl import load_policy
-    from rlbench_cli.training.sft import build_sft_dataset, sft_batching, sft_config
+    from rlbench_cli.training.batching import sft_batching
+    from rlbench_cli.training.policy import load_policy
+    from rlbench_cli.training.sft import build_sft_dataset, sft_config
 
     rows = _rows("sft", 4)
     rows[0]["solution"] = "  " + rows[0]["solution"]  # leading whitespace collapses to one space
@@ -206,7 +207,7 @@ def test_sampling_stats():
 
 @pytest.mark.parametrize(("n_rows", "iters", "size"), [(10, 2, 5), (11, 2, 5), (3, 3, 1), (100, 7, 14)])
 def test_iteration_chunks_one_pass(n_rows, iters, size):
-    from rlbench_cli.training.dpo import iteration_chunks
+    from rlbench_cli.training.batching import iteration_chunks
 
     chunks = iteration_chunks(n_rows, iters)
     assert len(chunks) == iters and all(len(c) == size for c in chunks)
@@ -215,7 +216,7 @@ def test_iteration_chunks_one_pass(n_rows, iters, size):
 
 
 def test_iteration_chunks_too_few_rows():
-    from rlbench_cli.training.dpo import iteration_chunks
+    from rlbench_cli.training.batching import iteration_chunks
 
     with pytest.raises(UserError, match="dpo_iterations"):
         iteration_chunks(2, 3)
@@ -224,7 +225,8 @@ def test_iteration_chunks_too_few_rows():
 @pytest.mark.parametrize(("sft_coef", "loss_type", "weights"), [(0.0, ["sigmoid"], None),
                                                                  (0.5, ["sigmoid", "sft"], [1.0, 0.5])])
 def test_dpo_config(tmp_path, sft_coef, loss_type, weights):
-    from rlbench_cli.training.dpo import dpo_batching, dpo_config
+    from rlbench_cli.training.batching import dpo_batching
+    from rlbench_cli.training.dpo import dpo_config
 
     recipe = _recipe(tmp_path, {"name": "dpo", "dpo_beta": 0.3, "sft_coef": sft_coef},
                      rollout={"prompts_per_batch": 8, "n": 4}, optim={"micro_batch_size": 2})
@@ -238,7 +240,7 @@ def test_dpo_config(tmp_path, sft_coef, loss_type, weights):
 @pytest.mark.parametrize(("n_prompts", "iters", "max_steps", "per_iter", "steps"),
                          [(64, 2, None, 32, 8), (70, 4, None, 17, 12), (64, 2, 5, 32, 5)])
 def test_dpo_plan(tmp_path, n_prompts, iters, max_steps, per_iter, steps):
-    from rlbench_cli.training.dpo import dpo_plan
+    from rlbench_cli.training.batching import dpo_plan
 
     recipe = _recipe(tmp_path, {"name": "dpo", "dpo_iterations": iters}, rollout={"prompts_per_batch": 8, "n": 4},
                      optim={"micro_batch_size": 4, "max_steps": max_steps})

@@ -102,8 +102,8 @@ def _print_plan(recipe, num_processes: int) -> None:  # type: ignore[no-untyped-
     from rich.table import Table
 
     from rlbench_cli.config import recipe_to_yaml
+    from rlbench_cli.training.batching import count_rows, plan_for
     from rlbench_cli.training.launch import reference_departures
-    from rlbench_cli.training.run import count_rows, plan_for
 
     console.print(f"[bold]Recipe[/] {recipe.name} ({recipe.algorithm.name}), seed {recipe.seed}")
     console.print(recipe_to_yaml(recipe), markup=False, highlight=False)
@@ -307,7 +307,7 @@ def validate(
 ) -> None:
     """Validate recipes (schema, types, ranges, batch arithmetic) without loading any model."""
     from rlbench_cli.config import load_recipe
-    from rlbench_cli.training.run import plan_for
+    from rlbench_cli.training.batching import plan_for
 
     for path in recipe_files:
         r = load_recipe(path, list(overrides or []))

@@ -16,8 +16,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rlbench_cli.errors import UserError
 
-RL_ALGORITHMS = ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "gpg")
-ALGORITHMS = ("sft", *RL_ALGORITHMS, "ppo", "dpo")
+# What each algorithm is, in one place: which runner trains it (training/run.py RUNNERS), its label in tables, and
+# its default settings (TRL style: a variant is a set of settings on a shared runner, not a subclass). Settings are
+# AlgorithmConfig fields; values cite REFERENCE.md §1-2. To add an algorithm: add an entry here (and the fields it
+# needs to AlgorithmConfig, the math to algorithms/), then a recipe under recipes/.
+_PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
+_PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {"runner": "sft", "label": "SFT"},
+    "raft": {"runner": "rl", "label": "RAFT", "estimator": "raft", "ratio_level": "none", "clip_low": 0.2,
+             "clip_high": 0.2, "dual_clip_c": None, **_PAPER_KL},
+    "raft_pp": {"runner": "rl", "label": "RAFT++", "estimator": "raft", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce": {"runner": "rl", "label": "Reinforce", "estimator": "reinforce", **_PPO_CLIP, **_PAPER_KL},
+    "reinforce_rej": {"runner": "rl", "label": "Reinforce-Rej", "estimator": "reinforce_rej", **_PPO_CLIP,
+                      **_PAPER_KL},
+    "grpo": {"runner": "rl", "label": "GRPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
+    "dr_grpo": {"runner": "rl", "label": "Dr. GRPO", "estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL,
+                "loss_agg": "seq_mean_token_sum_norm"},
+    "dapo": {"runner": "rl", "label": "DAPO", "estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0,
+             "kl_type": "low_var_kl", "dynamic_sampling": True, "overlong_filter": True},
+    "gspo": {"runner": "rl", "label": "GSPO", "estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4,
+             "clip_high": 4e-4, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "rloo": {"runner": "rl", "label": "RLOO", "estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
+    "gpg": {"runner": "rl", "label": "GPG", "estimator": "gpg", "ratio_level": "none", "clip_low": 0.2,
+            "clip_high": 0.2, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "ppo": {"runner": "ppo", "label": "PPO", **_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+    "dpo": {"runner": "dpo", "label": "Iterative DPO"},
+}
+# Entry keys that describe the algorithm rather than set an AlgorithmConfig field.
+ALGORITHM_META_KEYS = ("runner", "label")
+# Defaults every policy-gradient algorithm (runner rl or ppo) shares unless its entry says otherwise.
+_COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
+           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False}
+ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
+RL_ALGORITHMS = tuple(name for name, entry in ALGORITHM_DEFAULTS.items() if entry["runner"] == "rl")
 TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
 PAPER_EVAL = ["math500", "minerva_math", "olympiadbench"]
 
@@ -265,38 +297,13 @@ class Recipe(Section):
         return self.rollout.prompts_per_batch // (self.optim.mini_batch_prompts or self.rollout.prompts_per_batch)
 
 
-# Each algorithm is a set of settings on the same runner (TRL style), not a subclass. Values cite REFERENCE.md §1-2.
-_PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
-_PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
-_COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
-           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False}
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {},
-    "raft": {"estimator": "raft", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
-             **_PAPER_KL},
-    "raft_pp": {"estimator": "raft", **_PPO_CLIP, **_PAPER_KL},
-    "reinforce": {"estimator": "reinforce", **_PPO_CLIP, **_PAPER_KL},
-    "reinforce_rej": {"estimator": "reinforce_rej", **_PPO_CLIP, **_PAPER_KL},
-    "grpo": {"estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
-    "dr_grpo": {"estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL, "loss_agg": "seq_mean_token_sum_norm"},
-    "dapo": {"estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0, "kl_type": "low_var_kl",
-             "dynamic_sampling": True, "overlong_filter": True},
-    "gspo": {"estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4, "clip_high": 4e-4,
-             "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "rloo": {"estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
-    "gpg": {"estimator": "gpg", "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None,
-            "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "ppo": {**_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
-    "dpo": {},
-}
-
-
 def resolve_defaults(recipe: Recipe) -> Recipe:
     """Fill every algorithm field left unset with the algorithm's default, so the recorded recipe is explicit."""
     algo = recipe.algorithm
-    defaults = {**_COMMON, **ALGORITHM_DEFAULTS[algo.name]} if algo.name not in ("sft", "dpo") else {}
+    entry = ALGORITHM_DEFAULTS[algo.name]
+    defaults = {**_COMMON, **entry} if entry["runner"] in ("rl", "ppo") else dict(entry)
     for key, value in defaults.items():
-        if getattr(algo, key) is None:
+        if key not in ALGORITHM_META_KEYS and getattr(algo, key) is None:
             setattr(algo, key, value)
     if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
         if algo.dual_clip_c != 0:

@@ -116,7 +116,8 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def _encode(tokenizer: Any, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt, exactly as generation feeds it to the model (shared with training)."""
     # Chat-templated prompts already start with BOS; plain ones get the tokenizer's usual special tokens.
     bos = getattr(tokenizer, "bos_token", None)
     add_special = not (bos and prompt.startswith(bos))
@@ -141,7 +142,7 @@ def generate_with_model(model: Any, tokenizer: Any, prompts: list[str], seeds: l
         return []
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
-    encoded = [_encode(tokenizer, p) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     # Longest first: similar lengths share a batch (less padding); results are mapped back by index.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device

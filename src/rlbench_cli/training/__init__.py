@@ -1,4 +1,5 @@
-"""Training: run folders (run.py), prompt data (data.py), rewards (rewards.py) and one runner per algorithm family.
+"""Training: `run.py` dispatches a recipe to its runner (rl, ppo, sft, dpo); see run.py's docstring for the layers.
 
-`RUNNERS` in run.py is a plain dict algorithm name -> function(recipe, run) -> final model folder.
+`run.RUNNERS` is a plain dict runner name -> function(recipe, run, console, *, rows, model_path, resume) -> final model
+folder; which runner an algorithm uses is its entry in config.ALGORITHM_DEFAULTS.
 """

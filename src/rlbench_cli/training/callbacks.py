@@ -1,6 +1,6 @@
 """Trainer callbacks shared by every runner: one metrics.jsonl line per optimizer step, and a rich progress bar.
 
-Every algorithm writes the same keys (run.METRIC_KEYS); a value an algorithm does not have is null.
+Every algorithm writes the same keys (context.METRIC_KEYS); a value an algorithm does not have is null.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rlbench_cli.records import append_jsonl
-from rlbench_cli.training.run import METRIC_KEYS
+from rlbench_cli.training.context import METRIC_KEYS
 
 # TRL / Trainer log key -> our key (first match wins).
 _FROM_LOGS = {

@@ -32,7 +32,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,53 +39,15 @@ from typing import Any
 
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.run import RunContext, gradient_accumulation
+from rlbench_cli.training.batching import dpo_batching, dpo_plan, iteration_chunks, steps_for_pairs
+from rlbench_cli.training.checkpoints import truncate_metrics
+from rlbench_cli.training.context import RunContext, trainer_args, world_size
+from rlbench_cli.training.policy import load_policy, peft_config, write_model_folder
 
 log = logging.getLogger("rlbench")
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-
-
-def iteration_chunks(n_rows: int, iterations: int) -> list[range]:
-    """Row indices of each iteration: `iterations` consecutive chunks of n_rows // iterations (one pass)."""
-    size = n_rows // iterations
-    if size < 1:
-        raise UserError(f"{n_rows} training prompts cannot feed {iterations} DPO iterations",
-                        where="algorithm.dpo_iterations",
-                        fix="lower algorithm.dpo_iterations or use more prompts (data.max_prompts)")
-    return [range(k * size, (k + 1) * size) for k in range(iterations)]
-
-
-def dpo_batching(recipe: Recipe, num_processes: int = 1) -> dict[str, int]:
-    """Pairs per optimizer step and gradient accumulation (pure)."""
-    per_step = recipe.optim.mini_batch_prompts or recipe.rollout.prompts_per_batch
-    return {"pairs_per_step": per_step,
-            "gradient_accumulation_steps": gradient_accumulation(recipe, per_step, "pairs", num_processes)}
-
-
-def dpo_plan(recipe: Recipe, n_prompts: int, num_processes: int = 1) -> dict[str, Any]:
-    """Batch arithmetic of an iterative DPO run, for `rlbench train --dry-run` (pure)."""
-    b = dpo_batching(recipe, num_processes)
-    chunks = iteration_chunks(n_prompts, recipe.algorithm.dpo_iterations)
-    bound = sum(steps_for_pairs(len(c), b["pairs_per_step"]) for c in chunks)
-    return {
-        "algorithm": "dpo",
-        "iterations": len(chunks),
-        "prompts_per_iteration": len(chunks[0]),
-        "responses_per_prompt": recipe.rollout.n,
-        "responses_per_iteration": len(chunks[0]) * recipe.rollout.n,
-        "pairs_per_optimizer_step": b["pairs_per_step"],
-        "micro_batch_pairs_per_device": recipe.optim.micro_batch_size,
-        "gradient_accumulation_steps": b["gradient_accumulation_steps"],
-        "max_steps": min(bound, recipe.optim.max_steps) if recipe.optim.max_steps else bound,
-        "max_steps_note": "upper bound: every prompt yields a pair",
-    }
-
-
-def steps_for_pairs(n_pairs: int, pairs_per_step: int) -> int:
-    """Optimizer steps of one pass over n_pairs (the last step may be partial)."""
-    return math.ceil(n_pairs / pairs_per_step)
 
 
 def build_pair_rows(prompts: list[str], groups: list[list[str]], correct: list[list[bool]], seed: int,
@@ -136,7 +97,7 @@ def kl_to_initial(model: Any, initial: Any, tokenizer: Any, prompts: list[str], 
     import torch
 
     from rlbench_cli.algorithms.losses import kl_penalty
-    from rlbench_cli.evaluation.generate import _encode
+    from rlbench_cli.evaluation.generate import encode_prompt
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -146,7 +107,7 @@ def kl_to_initial(model: Any, initial: Any, tokenizer: Any, prompts: list[str], 
     for start in range(0, len(prompts), batch_size):
         seqs, spans = [], []
         for prompt, text in zip(prompts[start:start + batch_size], texts[start:start + batch_size], strict=True):
-            prompt_ids = _encode(tokenizer, prompt)
+            prompt_ids = encode_prompt(tokenizer, prompt)
             completion_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             if completion_ids:
                 seqs.append(prompt_ids + completion_ids)
@@ -211,8 +172,6 @@ def sample_and_pair(model: Any, tokenizer: Any, recipe: Recipe, reward_fn: Any, 
 def dpo_config(recipe: Recipe, run: RunContext, iteration: int, batching: dict[str, int], max_steps: int):
     """Translate a recipe into TRL's DPOConfig for one iteration."""
     from trl import DPOConfig
-
-    from rlbench_cli.training.run import trainer_args
 
     algo = recipe.algorithm
     sft = algo.sft_coef > 0
@@ -284,24 +243,6 @@ def _last_iteration(run: RunContext) -> tuple[Path, dict[str, Any]] | None:
     return done[-1], json.loads((done[-1] / "rlbench_dpo_state.json").read_text())
 
 
-def _truncate_metrics(run: RunContext, step: int) -> None:
-    from rlbench_cli.records import atomic_write_text, read_jsonl
-
-    rows = [r for r in read_jsonl(run.metrics_path) if r.get("step", 0) <= step]
-    atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _save_final(run: RunContext, model: Any, tokenizer: Any, model_path: str) -> Path:
-    from rlbench_cli.records import atomic_write_json
-
-    out = run.model_dir
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    atomic_write_json(out / "rlbench.json", {"prompt_template": run.recipe.data.prompt_template,
-                                             "base_model": model_path, "run": run.dir.name})
-    return out
-
-
 def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
               resume: bool = False) -> Path:
     from accelerate import PartialState
@@ -311,9 +252,8 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
     from rlbench_cli.training.callbacks import RichProgress
     from rlbench_cli.training.data import build_prompt_dataset
     from rlbench_cli.training.rewards import make_reward_fn
-    from rlbench_cli.training.rl import load_policy, peft_config
 
-    num_processes = int(os.environ.get("WORLD_SIZE", "1"))  # PartialState() reports 1 under accelerate on CPU
+    num_processes = world_size()
     if num_processes > 1:
         raise UserError("iterative DPO is implemented for one process", where="algorithm.name=dpo",
                         fix="run it without accelerate launch / torchrun (one process)")
@@ -327,12 +267,12 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
         model, tokenizer = load_policy(str(folder), recipe)
         start_iteration, global_step = state["iteration"] + 1, state["global_step"]
         samples, gen_tokens, wall0 = state["samples"], state["gen_tokens"], state["wall_time"]
-        _truncate_metrics(run, global_step)
+        truncate_metrics(run, global_step)
         log.info("resuming iterative DPO after iteration %d (step %d)", state["iteration"], global_step)
     else:
         model, tokenizer = load_policy(model_path, recipe)
         if resume:
-            _truncate_metrics(run, 0)
+            truncate_metrics(run, 0)
     model.to(PartialState().device)  # sampling runs before any trainer has placed the model
     initial = None
     if algo.log_kl:  # the starting policy, frozen, for the `kl` metric (from model_path, also on resume)
@@ -376,7 +316,7 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
     finally:
         if hasattr(reward_fn, "close"):
             reward_fn.close()
-    return _save_final(run, model, tokenizer, model_path)
+    return write_model_folder(run, model, tokenizer, model_path)
 
 
 def _train_iteration(recipe: Recipe, run: RunContext, model: Any, tokenizer: Any, pairs: list[dict[str, str]],

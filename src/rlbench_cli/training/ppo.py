@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,11 @@ from trl import GRPOConfig
 from rlbench_cli.algorithms.losses import gae, value_loss
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.rl import (
-    RLBenchGRPOTrainer,
-    fit,
-    grpo_config,
-    load_policy,
-    peft_config,
-    save_final_model,
-)
-from rlbench_cli.training.run import RunContext, plan
+from rlbench_cli.training.batching import plan
+from rlbench_cli.training.checkpoints import fit
+from rlbench_cli.training.context import RunContext, world_size
+from rlbench_cli.training.policy import load_policy, peft_config, save_final_model, torch_dtype
+from rlbench_cli.training.rl import RLBenchGRPOTrainer, grpo_config
 
 log = logging.getLogger("rlbench")
 
@@ -111,11 +106,7 @@ def load_critic(model_path: str, recipe: Recipe) -> ValueModel:
     full copy even when the policy trains a LoRA adapter."""
     from transformers import AutoModel
 
-    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    chosen = dtype[recipe.model.dtype]
-    if chosen == "auto" and not torch.cuda.is_available():
-        chosen = torch.float32
-    backbone = AutoModel.from_pretrained(model_path, dtype=chosen, revision=recipe.model.revision,
+    backbone = AutoModel.from_pretrained(model_path, dtype=torch_dtype(recipe), revision=recipe.model.revision,
                                          trust_remote_code=recipe.model.trust_remote_code)
     cfg = backbone.config
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -322,8 +313,7 @@ def build_ppo_trainer(recipe: Recipe, run: RunContext, console: Any, *, rows: li
     model, tokenizer = load_policy(model_path, recipe)
     critic = load_critic(model_path, recipe)  # before the Trainer seeds, so it shifts no random draw
     dataset = build_prompt_dataset(rows, recipe, tokenizer)
-    # WORLD_SIZE, not PartialState(): see rl.train_rl.
-    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    num_processes = world_size()
     max_steps = plan(recipe, num_processes, n_prompts=len(rows))["max_steps"]
     reward_fn = make_reward_fn(recipe, console)
     try:

@@ -27,8 +27,10 @@ from rlbench_cli.algorithms.advantages import compute_advantages
 from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean, policy_loss
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
-from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
-from rlbench_cli.training.run import RunContext, plan, trainer_args
+from rlbench_cli.training.batching import plan
+from rlbench_cli.training.checkpoints import fit
+from rlbench_cli.training.context import RunContext, trainer_args, world_size
+from rlbench_cli.training.policy import load_policy, peft_config, save_final_model
 
 log = logging.getLogger("rlbench")
 
@@ -234,7 +236,7 @@ def _concat_rollouts(outs: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
 
 def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1,
                 config_cls: type[GRPOConfig] = GRPOConfig) -> GRPOConfig:
-    """Translate a recipe into TRL's GRPOConfig (batch arithmetic from run.plan); `config_cls` lets PPO pass its
+    """Translate a recipe into TRL's GRPOConfig (batch arithmetic from batching.plan); `config_cls` lets PPO pass its
     GRPOConfig subclass that accepts num_generations == 1."""
     p = plan(recipe, num_processes)
     algo, ro = recipe.algorithm, recipe.rollout
@@ -267,53 +269,6 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
     )
 
 
-def load_policy(model_path: str, recipe: Recipe):
-    """Load the policy and tokenizer (trust_remote_code only if the recipe sets it)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    chosen = dtype[recipe.model.dtype]
-    if chosen == "auto" and not torch.cuda.is_available():
-        chosen = torch.float32
-    kwargs = {"trust_remote_code": recipe.model.trust_remote_code, "revision": recipe.model.revision}
-    tokenizer = AutoTokenizer.from_pretrained(model_path, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=chosen, **kwargs)
-    return model, tokenizer
-
-
-def peft_config(recipe: Recipe):
-    if not recipe.model.lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    lora = recipe.model.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
-
-
-def save_final_model(trainer: Any, tokenizer: Any, run: RunContext, model_path: str) -> Path:
-    """Save weights + tokenizer into run/model (merged LoRA if any), plus rlbench.json with the prompt template."""
-    from rlbench_cli.records import atomic_write_json
-
-    out = run.model_dir
-    accelerator = trainer.accelerator
-    model = accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):  # LoRA: save merged weights (merging needs unpartitioned weights)
-        model, state_dict = model.merge_and_unload(), None
-    else:  # under DeepSpeed ZeRO-3 parameters are partitioned: every rank joins the gather
-        state_dict = accelerator.get_state_dict(trainer.model)
-    if accelerator.is_main_process:
-        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        atomic_write_json(out / "rlbench.json", {"prompt_template": run.recipe.data.prompt_template,
-                                                 "base_model": model_path, "run": run.dir.name})
-    accelerator.wait_for_everyone()
-    return out
-
-
 def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[str, str]], model_path: str,
              resume: bool = False) -> Path:
     from rlbench_cli.training.data import build_prompt_dataset
@@ -321,11 +276,7 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
 
     model, tokenizer = load_policy(model_path, recipe)
     dataset = build_prompt_dataset(rows, recipe, tokenizer)
-    import os
-
-    # WORLD_SIZE (set by accelerate/torchrun/deepspeed), not PartialState(): on CPU a bare PartialState()
-    # ignores ACCELERATE_USE_CPU, reports 1 process and would double the per-process batch (test_launch.py).
-    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    num_processes = world_size()
     max_steps = plan(recipe, num_processes, n_prompts=len(rows))["max_steps"]
     reward_fn = make_reward_fn(recipe, console)
     try:
@@ -344,90 +295,3 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
     finally:
         if hasattr(reward_fn, "close"):
             reward_fn.close()
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    name = path.name
-    if not name.startswith("checkpoint-") or not name[len("checkpoint-"):].isdigit():
-        return None
-    return int(name[len("checkpoint-"):])
-
-
-def _checkpoint_complete(path: Path) -> bool:
-    """Trainer._save_checkpoint writes trainer_state.json last; without a parsable one the save was cut."""
-    import json
-
-    try:
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path)
-
-
-def fit(trainer: Any, run: RunContext, console: Any, max_steps: int, *, resume: bool,
-        extra_keys: dict[str, str] | None = None) -> None:
-    """Train with metrics.jsonl and a progress bar; with resume, continue from the last complete checkpoint."""
-    checkpoint = _last_checkpoint(run) if resume else None
-    kept = _truncate_metrics(run, checkpoint) if resume else []
-    _restore_rollout_counters(trainer, kept)
-    if resume:
-        where = checkpoint or "the start (no complete checkpoint yet)"
-        log.info("resuming from %s", where)
-        if console is not None:
-            console.print(f"Resuming from {where}", soft_wrap=True, markup=False)
-    wall = float(kept[-1].get("wall_time") or 0.0) if kept else 0.0
-    with RichProgress(console, max_steps, f"{run.recipe.algorithm.name} {run.dir.name}") as progress:
-        trainer.add_callback(MetricsCallback(run.metrics_path, lambda: trainer._rb_rollout, progress,
-                                             step_offset_wall=wall, extra_keys=extra_keys))
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-
-def _last_checkpoint(run: RunContext) -> Path | None:
-    """The newest complete checkpoint. Newer, incomplete ones (killed mid-save) are deleted so that TRL's
-    rotation and the resumed run never see them."""
-    import shutil
-
-    if not run.checkpoint_dir.is_dir():
-        return None
-    found = sorted((step, p) for p in run.checkpoint_dir.iterdir()
-                   if p.is_dir() and (step := _checkpoint_step(p)) is not None)
-    best: Path | None = None
-    for _step, path in reversed(found):
-        if _checkpoint_complete(path):
-            best = path
-            break
-        log.warning("removing incomplete checkpoint %s (the run was stopped while saving it)", path.name)
-        shutil.rmtree(path, ignore_errors=True)
-    return best
-
-
-def _truncate_metrics(run: RunContext, checkpoint: Path | None) -> list[dict[str, Any]]:
-    """Drop metric lines written after the checkpoint we resume from, so the log matches an uninterrupted run.
-
-    Returns the kept rows (their last row carries the cumulative counters to restore)."""
-    import json
-
-    from rlbench_cli.records import atomic_write_text, read_jsonl
-
-    step = (_checkpoint_step(checkpoint) or 0) if checkpoint else 0
-    try:
-        rows = read_jsonl(run.metrics_path)
-    except (ValueError, UnicodeDecodeError):
-        # A corrupted middle line cannot come from a crash (appends are whole lines): keep what parses.
-        rows = []
-        for line in run.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step]
-    atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
-def _restore_rollout_counters(trainer: Any, kept: list[dict[str, Any]]) -> None:
-    """Cumulative samples / generated tokens live on the trainer, not in TRL's checkpoint: restore them from
-    the last kept metrics line so a resumed run logs the same totals as an uninterrupted one."""
-    last = kept[-1] if kept else {}
-    trainer._rb_samples = int(last.get("samples") or 0)
-    trainer._rb_gen_tokens = int(last.get("gen_tokens") or 0)

@@ -11,22 +11,14 @@ Run: `rlbench train recipes/tiny/sft.yaml`.
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 from typing import Any
 
 from rlbench_cli.config import Recipe
-from rlbench_cli.training.run import RunContext, gradient_accumulation
-
-
-def sft_batching(recipe: Recipe, n_rows: int, num_processes: int = 1) -> dict[str, int]:
-    """Examples per optimizer step, gradient accumulation and the number of optimizer steps (pure)."""
-    o = recipe.optim
-    per_step = o.mini_batch_prompts or recipe.rollout.prompts_per_batch
-    return {"examples_per_step": per_step,
-            "gradient_accumulation_steps": gradient_accumulation(recipe, per_step, "examples", num_processes),
-            "max_steps": o.max_steps or max(1, math.floor(n_rows * o.epochs / per_step))}
+from rlbench_cli.training.batching import sft_batching
+from rlbench_cli.training.checkpoints import fit
+from rlbench_cli.training.context import RunContext, trainer_args, world_size
+from rlbench_cli.training.policy import load_policy, peft_config, save_final_model
 
 
 def build_sft_dataset(rows: list[dict[str, str]], recipe: Recipe, tokenizer: Any):
@@ -45,8 +37,6 @@ def sft_config(recipe: Recipe, run: RunContext, batching: dict[str, int]):
     """Translate a recipe into TRL's SFTConfig."""
     from trl import SFTConfig
 
-    from rlbench_cli.training.run import trainer_args
-
     return SFTConfig(
         **trainer_args(recipe, run, batching["max_steps"]),
         gradient_accumulation_steps=batching["gradient_accumulation_steps"],
@@ -62,22 +52,13 @@ def train_sft(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
               resume: bool = False) -> Path:
     from trl import SFTTrainer
 
-    from rlbench_cli.training.callbacks import MetricsCallback, RichProgress
-    from rlbench_cli.training.rl import _last_checkpoint, _truncate_metrics, load_policy, peft_config, save_final_model
-
     model, tokenizer = load_policy(model_path, recipe)
     dataset = build_sft_dataset(rows, recipe, tokenizer)
-    num_processes = int(os.environ.get("WORLD_SIZE", "1"))  # PartialState() reports 1 under accelerate on CPU
-    batching = sft_batching(recipe, len(rows), num_processes)
+    batching = sft_batching(recipe, len(rows), world_size())
     # The Trainer seeds at construction; nothing random may run between here and train().
     trainer = SFTTrainer(model=model, args=sft_config(recipe, run, batching), train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config(recipe))
     per_step = batching["examples_per_step"]
-    with RichProgress(console, batching["max_steps"], f"sft {run.dir.name}") as progress:
-        trainer.add_callback(MetricsCallback(
-            run.metrics_path, lambda: {"samples": trainer.state.global_step * per_step}, progress))
-        checkpoint = _last_checkpoint(run) if resume else None
-        if resume:
-            _truncate_metrics(run, checkpoint)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    fit(trainer, run, console, batching["max_steps"], resume=resume,
+        rollout_stats=lambda: {"samples": trainer.state.global_step * per_step})
     return save_final_model(trainer, tokenizer, run, model_path)
