@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh run [DIR]      # on the GPU machine: offline install from DIR, then the check (< 8 min)
 #   bash bench/gpu_check.sh install [DIR]  # only the offline install
 #
-# DIR defaults to bench/gpu_bundle (git-ignored). The bundle must stay within 64 MiB: it holds the wheels of what the
+# DIR defaults to bench/gpu_bundle (git-ignored); `bundle` writes DIR.tar.xz, `run` unpacks it into DIR. The bundle
+# must stay within 64 MiB (checked): it holds the wheels of what the
 # GPU machine lacks (trl, datasets, math-verify, pydantic and their dependencies; rlbench itself, installed with
 # --no-deps so the preinstalled torch and transformers are kept), the tiny testbed model, and SmolLM2-135M's config
 # and tokenizer. SmolLM2's real weights (98 MB as GGUF) do not fit: without them the SmolLM2 rows use its
@@ -20,7 +21,7 @@ PY="${PYTHON:-python3}"
 LIMIT_MIB=64
 # What the GPU machine lacks, pinned as in pyproject.toml; their missing dependencies come along (see bundle).
 PINS=(trl==1.16.0 datasets==5.2.0 math-verify==0.9.0 latex2sympy2_extended==1.11.0 pydantic==2.14.3
-      typer==0.29.2 rich==15.0.0 PyYAML==6.0.3 accelerate==1.15.0)
+      typer==0.29.2 rich==15.0.0 accelerate==1.15.0)
 # Already on the GPU machine (torch + transformers and what they pull); never bundled.
 PREINSTALLED="torch transformers numpy huggingface-hub tokenizers safetensors filelock fsspec jinja2 markupsafe \
 networkx sympy mpmath packaging requests urllib3 idna certifi charset-normalizer tqdm typing-extensions regex \
@@ -29,38 +30,39 @@ pyyaml psutil hf-xet nvidia triton setuptools"
 bundle() {
   local py_version="${PY_VERSION:-$($PY -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}"
   local platform="${PLATFORM:-manylinux2014_x86_64}"
-  rm -rf "$DIR.tmp" && mkdir -p "$DIR.tmp/wheels"
-  # 1. Resolve the full dependency set once (no download of torch: it is excluded below by name).
-  $PY -m pip download -q --only-binary=:all: --python-version "$py_version" --platform "$platform" \
-      --no-deps -d "$DIR.tmp/wheels" "${PINS[@]}"
-  local deps
-  deps="$($PY - "$DIR.tmp/wheels" "$PREINSTALLED" <<'PYEOF'
-import re, sys, zipfile
-from pathlib import Path
-skip = set(sys.argv[2].split())
-have = {re.split(r"-\d", p.name)[0].lower().replace("_", "-") for p in Path(sys.argv[1]).glob("*.whl")}
-need = set()
-for whl in Path(sys.argv[1]).glob("*.whl"):
-    with zipfile.ZipFile(whl) as z:
-        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        for line in z.read(meta).decode().splitlines():
-            if line.startswith("Requires-Dist:") and "extra ==" not in line:
-                name = re.split(r"[ ;<>=!~\[(]", line.split(":", 1)[1].strip())[0].lower().replace("_", "-")
-                if name not in skip and name not in have and not name.startswith("nvidia"):
-                    need.add(name)
-print(" ".join(sorted(need)))
+  local stage="$DIR.tmp"
+  rm -rf "$stage" && mkdir -p "$stage/wheels"
+  # 1. The pins and everything they need that the GPU machine lacks, at the versions of this (tested) environment.
+  local reqs
+  reqs="$($PY - "$PREINSTALLED" "${PINS[@]}" <<'PYEOF'
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canon
+skip = {canon(n) for n in sys.argv[1].split()}
+todo, seen = [Requirement(p).name for p in sys.argv[2:]], {}
+while todo:
+    name = canon(todo.pop())
+    if name in seen or name in skip or name.startswith("nvidia"):
+        continue
+    try:
+        dist = distribution(name)
+    except PackageNotFoundError:
+        sys.exit(f"error: {name} is not installed here; bundle from an rlbench environment (make install)")
+    seen[name] = dist.version
+    for line in dist.requires or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            todo.append(req.name)
+print(" ".join(f"{n}=={v}" for n, v in sorted(seen.items())))
 PYEOF
 )"
-  # 2. Dependencies the pins need that the GPU machine does not have (their own dependencies, one level down,
-  #    are listed by the offline install if any is missing).
-  if [ -n "$deps" ]; then
-    # shellcheck disable=SC2086
-    $PY -m pip download -q --only-binary=:all: --python-version "$py_version" --platform "$platform" \
-        --no-deps -d "$DIR.tmp/wheels" $deps
-  fi
-  # 3. rlbench itself (pure Python) and the small models.
-  $PY -m pip wheel -q --no-deps -w "$DIR.tmp/wheels" "$REPO"
-  $PY - "$DIR.tmp" <<'PYEOF'
+  # shellcheck disable=SC2086
+  $PY -m pip download -q --only-binary=:all: --python-version "$py_version" --platform "$platform" \
+      --platform manylinux_2_28_x86_64 --no-deps -d "$stage/wheels" $reqs
+  # 2. rlbench itself (pure Python) and the small models.
+  $PY -m pip wheel -q --no-deps -w "$stage/wheels" "$REPO"
+  $PY - "$stage" <<'PYEOF'
 import shutil, sys
 from pathlib import Path
 out = Path(sys.argv[1])
@@ -75,19 +77,30 @@ try:
             shutil.copy2(f, out / "smollm2-arch" / f.name)
 except Exception as e:  # the package is not installed here: no SmolLM2 rows on the GPU
     print(f"note: SmolLM2 config/tokenizer not bundled ({e})", file=sys.stderr)
+# Wheels are deflate-compressed zips; stored (uncompressed) zips under xz are about half the size (pyarrow).
+import zipfile
+for whl in (out / "wheels").glob("*.whl"):
+    with zipfile.ZipFile(whl) as zin, zipfile.ZipFile(f"{whl}.stored", "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info), compress_type=zipfile.ZIP_STORED)
+    Path(f"{whl}.stored").replace(whl)
 PYEOF
+  tar -C "$stage" -cf - . | xz -T0 -6 > "$DIR.tar.xz.tmp"
   local size_mib
-  size_mib=$(( $(du -sb "$DIR.tmp" | cut -f1) / 1048576 ))
+  size_mib=$(( $(stat -c %s "$DIR.tar.xz.tmp") / 1048576 ))
   if [ "$size_mib" -gt "$LIMIT_MIB" ]; then
     echo "error: bundle is ${size_mib} MiB, over the ${LIMIT_MIB} MiB limit; largest wheels:" >&2
-    ls -S -l "$DIR.tmp/wheels" | head -6 >&2
+    ls -S -l "$stage/wheels" | head -6 >&2
     exit 2
   fi
-  rm -rf "$DIR" && mv "$DIR.tmp" "$DIR"
-  echo "bundle: $DIR (${size_mib} MiB, $(ls "$DIR/wheels" | wc -l) wheels, python $py_version, $platform)"
+  mv "$DIR.tar.xz.tmp" "$DIR.tar.xz" && rm -rf "$stage"
+  echo "bundle: $DIR.tar.xz (${size_mib} MiB, python $py_version, $platform); copy it next to the checkout"
 }
 
 install() {
+  if [ ! -d "$DIR/wheels" ] && [ -f "$DIR.tar.xz" ]; then
+    mkdir -p "$DIR" && tar -C "$DIR" -xJf "$DIR.tar.xz"
+  fi
   [ -d "$DIR/wheels" ] || { echo "error: no wheels in $DIR: run \`bash bench/gpu_check.sh bundle\` where PyPI is reachable" >&2; exit 2; }
   local venv="${VENV:-/tmp/rlbench-gpu-venv}"
   # --system-site-packages: keep the machine's torch (CUDA build) and transformers.
