@@ -101,7 +101,8 @@ def test_paper_prompt_renders_exact_text_and_ids(reloaded) -> None:
 
 def _problems() -> list[str]:
     rows = [json.loads(line) for line in (FIXTURES / "bench" / "math500.jsonl").read_text().splitlines()]
-    shared = FIXTURES.parents[2] / "shared" / "benchmarks" / "math500.jsonl"
+    env = os.environ.get("RLBENCH_DATA_DIR")
+    shared = (Path(env) if env else FIXTURES.parents[2] / "shared" / "benchmarks") / "math500.jsonl"
     if shared.is_file():
         rows += [json.loads(line) for line in shared.read_text().splitlines()[:20]]
     return [r["problem"] for r in rows]
