@@ -87,3 +87,23 @@ def test_rollout_dict_keys_and_shapes(tiny_random_model_dir: Path, tmp_path: Pat
     chunks = split_tensor_dict(shuffle_sequence_dict(out), 2)
     assert sorted(torch.cat([c["rb_keep"] for c in chunks]).tolist()) == list(range(b))
     assert trainer.num_generations == 4 and trainer.processing_class.pad_token_id == tok.pad_token_id
+
+
+def test_vllm_importance_sampling_keys_rlbench_relies_on() -> None:
+    """rl.py passes these GRPOConfig fields and reads `importance_sampling_ratio`, which TRL's rollout writes and its
+    own loss multiplies into the per-token policy loss (the behaviour rlbench's `_compute_loss` reproduces)."""
+    import dataclasses
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    fields = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    assert fields["vllm_importance_sampling_correction"] is True
+    assert fields["vllm_importance_sampling_mode"] == "sequence_mask"
+    assert fields["vllm_importance_sampling_clip_max"] == 3.0
+    rollout = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert 'output["importance_sampling_ratio"] = vllm_importance_sampling_ratio' in rollout
+    assert "self.use_vllm and self.vllm_importance_sampling_correction" in rollout
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]' in loss
+    # The KL term is added after the correction, so it is not weighted (rlbench does the same).
+    assert loss.index('inputs["importance_sampling_ratio"]') < loss.index("per_token_loss + self.beta * per_token_kl")

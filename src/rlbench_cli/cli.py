@@ -471,8 +471,16 @@ def testbed_build(
         Path | None, typer.Option(help="Cache folder (default: $RLBENCH_CACHE or ~/.cache/rlbench).")
     ] = None,
     version: Annotated[str | None, typer.Option(help="Testbed version: v2 (default) or v1.")] = None,
+    model: Annotated[str, typer.Option(help="testbed, or a packaged real model: smollm2-135m.")] = "testbed",
 ) -> None:
     """Build (or find in the cache) the tiny testbed base model. Deterministic; cached by config hash."""
+    if model != "testbed":
+        from rlbench_cli.models import build_real_model
+
+        path = build_real_model(model, cache_dir, force=force, console=console)
+        console.print(f"[green]{model}:[/] {path}")
+        console.print(f"next: rlbench eval --model {model} --limit 20 --k 2  or  rlbench train recipes/smol/grpo.yaml")
+        return
     from rlbench_cli.testbed.model import build_base_model
 
     path = build_base_model(cache_dir, force=force, progress=True, version=version)

@@ -249,6 +249,17 @@ class RolloutConfig(Section):
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM through TRL (GPU only).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM: colocate or server.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM colocate memory fraction.")
+    vllm_importance_sampling_correction: bool = Field(
+        True, description="With use_vllm: weight the policy loss by TRL's importance ratio between the trainer's and "
+        "vLLM's log-probs of the sampled tokens (corrects their mismatch; on by default, as in TRL).",
+    )
+    vllm_importance_sampling_mode: Literal["sequence_mask", "sequence_truncate", "token_mask", "token_truncate"] = (
+        Field("sequence_mask", description="vLLM IS: per sequence or per token; ratios above the cap are zeroed "
+              "(mask) or clipped to it (truncate). TRL's default.")
+    )
+    vllm_importance_sampling_cap: float | None = Field(
+        3.0, gt=0, description="vLLM IS: upper bound of the ratio (TRL's vllm_importance_sampling_clip_max).",
+    )
 
 
 class OptimConfig(Section):

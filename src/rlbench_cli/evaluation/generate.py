@@ -3,10 +3,13 @@
 Every sample is driven by its own seed (`sample_seed(base, benchmark, problem_id, sample_idx)`), so a result
 does not depend on batch size, problem order, sharding or resume:
 
-- HF: sampling is done as Gumbel-max inside a `LogitsProcessor`. Temperature scaling and top-p filtering are
-  applied, then Gumbel noise from a per-row generator seeded by (row seed, decoding step) is added, and
-  `generate` runs greedy (`do_sample=False`). The argmax of tempered logits + Gumbel noise is an exact sample
-  from softmax(logits / T) restricted to the nucleus, and it depends only on that row's seed and logits.
+- HF: sampling is done by inverse CDF inside a `LogitsProcessor`, with counter-based randomness. Each row
+  gets one uniform per decoding step, u = sha256(row seed, step) (53 bits); temperature scaling and top-p
+  filtering are applied, and the chosen token is the first whose cumulative probability exceeds u, found for
+  the whole batch in one `searchsorted`. The processor leaves only that token finite, so `generate` runs
+  greedy (`do_sample=False`). This is an exact sample from softmax(logits / T) restricted to the nucleus that
+  depends only on that row's seed, step and logits, and it costs a softmax and a cumsum per step instead of a
+  generator reseed and a vocabulary-sized draw per row (bench/bench_generation.py measures the difference).
 - vLLM: one `SamplingParams(seed=...)` per request.
 
 Samples are reproducible per device type (CPU and CUDA random streams differ), not across backends.
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.errors import UserError
+
+# Recorded in each eval's settings.json: samples drawn by another sampler version are never mixed on resume.
+SAMPLER_VERSION = "inverse-cdf-sha256-1"
 
 VLLM_MISSING = (
     "the vllm backend needs a CUDA machine with `pip install 'rlbench[vllm]'`; use --backend hf here"
@@ -50,30 +56,35 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> No
         raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
-def _nucleus_gumbel_scores(scores: Any, seeds: list[int], step: int, temperature: float, top_p: float,
-                           generator: Any) -> Any:
-    """Tempered, nucleus-filtered logits plus per-row Gumbel noise; their argmax is an exact sample."""
+def step_uniforms(seeds: list[int], step: int) -> list[float]:
+    """One uniform in (0, 1) per row for a decoding step, from 53 bits of sha256(row seed, step)."""
+    return [((sample_seed(seed, "u", step) >> 10) + 0.5) / 2.0**53 for seed in seeds]
+
+
+def sample_tokens(scores: Any, uniforms: Any, temperature: float, top_p: float) -> Any:
+    """Token ids (B,) sampled from softmax(scores / T) within the top-p nucleus, by inverse CDF at `uniforms`.
+
+    Row-wise only (softmax, cumsum and searchsorted along the vocabulary), so a row's token does not depend on
+    the other rows of the batch. float64 keeps the CDF of a 150k vocabulary accurate to ~1e-12.
+    """
     import torch
 
-    scaled = scores.float() / temperature
+    probs = torch.softmax(scores.double() / temperature, dim=-1)
+    order = None
     if top_p < 1.0:
         # Keep the smallest prefix (by descending prob) whose mass reaches top_p; always keep the top token.
-        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
+        probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
         mass_before = torch.cumsum(probs, dim=-1) - probs
-        drop_sorted = mass_before >= top_p
-        drop_sorted[..., 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    vocab = scaled.shape[-1]
-    noise = torch.empty_like(scaled)
-    for row, seed in enumerate(seeds):
-        generator.manual_seed(sample_seed(seed, "gumbel", step))
-        # float64 uniforms keep u == 0 (a token that could never win) at probability ~2^-53.
-        u = torch.rand(vocab, generator=generator, device=scaled.device, dtype=torch.float64)
-        u = u.clamp_(min=torch.finfo(torch.float64).tiny)
-        noise[row] = (-torch.log(-torch.log(u))).to(scaled.dtype)
-    return scaled + noise
+        drop = mass_before >= top_p
+        drop[..., 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    cdf = torch.cumsum(probs, dim=-1)
+    target = uniforms.to(device=cdf.device, dtype=cdf.dtype).unsqueeze(1) * cdf[:, -1:]
+    # right=True: the first index whose CDF exceeds the target, so zero-probability tokens are never chosen.
+    picked = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    if order is not None:
+        picked = order.gather(-1, picked)
+    return picked.squeeze(1)
 
 
 def _make_processor(seeds: list[int], prompt_len: int, temperature: float, top_p: float):
@@ -81,18 +92,15 @@ def _make_processor(seeds: list[int], prompt_len: int, temperature: float, top_p
     import torch
     from transformers import LogitsProcessor
 
-    class SeededGumbelSampler(LogitsProcessor):
-        def __init__(self) -> None:
-            self.generators: dict[str, torch.Generator] = {}
-
+    class SeededSampler(LogitsProcessor):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            key = str(scores.device)
-            if key not in self.generators:
-                self.generators[key] = torch.Generator(device=scores.device)
             step = input_ids.shape[1] - prompt_len
-            return _nucleus_gumbel_scores(scores, seeds, step, temperature, top_p, self.generators[key])
+            u = torch.tensor(step_uniforms(seeds, step), dtype=torch.float64)
+            picked = sample_tokens(scores, u, temperature, top_p)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, picked.unsqueeze(1), 0.0)
 
-    return SeededGumbelSampler()
+    return SeededSampler()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

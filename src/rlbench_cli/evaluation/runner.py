@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.errors import UserError
-from rlbench_cli.evaluation.generate import make_backend, sample_seed
+from rlbench_cli.evaluation.generate import SAMPLER_VERSION, make_backend, sample_seed
 from rlbench_cli.records import (
     append_jsonl,
     atomic_write_json,
@@ -36,7 +36,7 @@ from rlbench_cli.records import (
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Keys of settings.json that samples depend on; any change makes old samples unusable.
 SETTINGS_KEYS = ("model_sha256", "k", "temperature", "top_p", "max_new_tokens", "prompt_template", "seed",
-                 "data_sha256", "backend", "em_inf")
+                 "data_sha256", "backend", "em_inf", "sampler")
 SAMPLE_FILE_RE = re.compile(r"^samples(\.shard-\d+-of-\d+)?\.jsonl$")
 TIMINGS_FILE_RE = re.compile(r"^timings(\.shard-\d+-of-\d+)?\.jsonl$")
 
@@ -197,6 +197,10 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
 
         slug = "testbed" if target == "testbed" else f"testbed-{version}"
         return _base_target(Path(build_base_model(version=version)), target, slug, results_dir, label)
+    from rlbench_cli.models import REAL_MODELS, build_real_model
+
+    if target in REAL_MODELS:  # a packaged real model (converted once into the cache)
+        return _base_target(build_real_model(target), target, target, results_dir, label)
     if HUB_ID_RE.match(target):
         slug = slugify(target.replace("/", "--"))
         return _base_target(_hub_snapshot(target), target, slug, results_dir, label)
@@ -487,6 +491,7 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
                 settings = {"model_sha256": tgt.model_sha256, "k": k, "temperature": float(temperature),
                             "top_p": float(top_p), "max_new_tokens": max_new_tokens, "prompt_template": template,
                             "seed": seed, "data_sha256": bench.sha256, "backend": backend,
+                            "sampler": SAMPLER_VERSION if backend == "hf" else "vllm",
                             "grader_version": grader_version(grader), "grader": grader, "benchmark": name,
                             "model": tgt.model_ref}
                 if em_inf:

@@ -144,6 +144,10 @@ def resolve_model_path(recipe: Recipe, console: Any = None) -> str:
         from rlbench_cli.testbed.model import build_base_model
 
         return str(build_base_model(progress=console is not None, version=version))
+    from rlbench_cli.models import resolve_named_model
+
+    if (named := resolve_named_model(path, console)) is not None:  # e.g. smollm2-135m
+        return named
     if Path(path).exists():
         if not (Path(path) / "config.json").exists():
             raise UserError("model folder has no config.json", where=f"model.path={path}",

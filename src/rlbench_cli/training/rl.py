@@ -5,7 +5,8 @@ distribution. TRL has no advantage hook, so `RLBenchGRPOTrainer` overrides two p
 by tests/test_trl_contract.py):
 - `_generate_and_score_completions`: replaces TRL's advantages with `algorithms.advantages.compute_advantages`
   (the recipe's estimator and group filters) and records rollout statistics;
-- `_compute_loss`: the policy loss from `algorithms.losses` (no ratio / PPO clip with dual clip / GSPO), the KL
+- `_compute_loss`: the policy loss from `algorithms.losses` (no ratio / PPO clip with dual clip / GSPO), weighted by
+  TRL's vLLM importance-sampling ratio when rollouts come from vLLM (rollout.vllm_importance_sampling_*), the KL
   term with the recipe's coefficient, the recipe's loss aggregation, and the metrics every algorithm logs.
 TRL's `beta` is only the switch that makes TRL keep a reference model and compute its log-probs (needed for the
 KL loss and for logging KL to the initial policy); the KL term itself is applied here with `algorithm.kl_coef`.
@@ -189,6 +190,11 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         old_logps = logps.detach() if old_logps is None else old_logps
 
         per_token, stats = self._policy_loss(logps, old_logps, entropies, inputs["advantages"], mask)
+        # vLLM sampled the rollout and the correction is on: TRL put its capped ratio exp(trainer - vLLM log-probs)
+        # of the sampled tokens here, (B, 1) or (B, T). It weights the policy term only, as in TRL's own loss.
+        vllm_is = inputs.get("importance_sampling_ratio")
+        if vllm_is is not None:
+            per_token = per_token * vllm_is
         ref_logps = inputs.get("ref_per_token_logps")
         kl_tokens = None
         if ref_logps is not None:
@@ -303,6 +309,9 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
         use_vllm=ro.use_vllm,
         vllm_mode=ro.vllm_mode,
         vllm_gpu_memory_utilization=ro.vllm_gpu_memory_utilization,
+        vllm_importance_sampling_correction=ro.vllm_importance_sampling_correction,
+        vllm_importance_sampling_mode=ro.vllm_importance_sampling_mode,
+        vllm_importance_sampling_clip_max=ro.vllm_importance_sampling_cap,
         shuffle_dataset=recipe.data.shuffle,
         remove_unused_columns=False,
     )
