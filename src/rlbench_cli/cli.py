@@ -77,9 +77,10 @@ def train(
         raise UserError(f"unknown DeepSpeed stage {deepspeed!r}", where="--deepspeed", fix="use zero2 or zero3")
     recipes = [load_recipe(recipe, extra + ([f"seed={s}"] if s is not None else [])) for s in seed_list]
     if launcher == "accelerate" or num_processes > 1 or deepspeed:
-        from rlbench_cli.training.launch import launch_command, run_launch
+        from rlbench_cli.training.launch import check_processes, launch_command, run_launch
 
         for r in recipes:
+            check_processes(r, num_processes)
             cmd = launch_command(recipe, extra + [f"seed={r.seed}"], num_processes=num_processes, deepspeed=deepspeed,
                                  resume=resume, overwrite=overwrite)
             if dry_run:
