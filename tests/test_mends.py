@@ -110,20 +110,13 @@ def test_dapo_resolves_the_soft_overlong_penalty_like_its_recipe(tmp_path: Path)
     assert g.overlong_buffer_len == 0
 
 
-def test_overlong_penalty_is_added_to_the_training_reward(tiny_random_model_dir: Path, tmp_path: Path) -> None:
-    from helpers import train_dict
+def test_ppo_refuses_the_overlong_penalty(tmp_path: Path) -> None:
+    from rlbench_cli.training.ppo import check_ppo_recipe
 
-    from rlbench_cli.records import read_jsonl
-
-    runs = {}
-    for buffer in (0, 8):
-        data = tiny_recipe("grpo", tiny_random_model_dir, tmp_path / f"b{buffer}", optim={"max_steps": 1})
-        data["algorithm"].update(overlong_buffer_len=buffer, overlong_penalty_factor=2.0)
-        runs[buffer] = read_jsonl(train_dict(data) / "metrics.jsonl")[0]
-    plain, shaped = runs[0], runs[8]
-    assert plain["accuracy"] == shaped["accuracy"]  # same first rollout; correctness is not the shaped reward
-    # max_new_tokens 8 = buffer: penalty = 2 * (0 - L) / 8 per response, so the mean drops by response_len / 4
-    assert shaped["reward_mean"] == pytest.approx(plain["reward_mean"] - plain["response_len"] / 4, abs=1e-5)
+    recipe = _recipe(tmp_path, "algorithm.name=ppo", "rollout.n=1", "optim.micro_batch_size=1",
+                     "algorithm.overlong_buffer_len=8")
+    with pytest.raises(UserError, match="overlong_buffer_len"):
+        check_ppo_recipe(recipe)
 
 
 # ------------------------------------------------------------------ entropy bonus, iterative DPO settings
@@ -250,6 +243,18 @@ def test_gpg_resamples_until_half_the_groups_have_signal(tiny_random_model_dir: 
     assert sorted({row["problem_id"] for row in next(batches)}) == [4, 5, 6, 7]  # the pass goes on, no repeat
 
 
+def test_overlong_penalty_shapes_the_training_reward_not_correctness(tiny_random_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    trainer, batch, _, _ = _resampling_trainer(tiny_random_model_dir, tmp_path, "grpo", {0},
+                                               overlong_buffer_len=4, overlong_penalty_factor=2.0)
+    trainer._generate_and_score_completions(batch)
+    stats = trainer._rb_rollout
+    # rewards: group 0 = [1, -1], the other three all -1 -> mean -0.75, accuracy 1/8; max_new_tokens 4 = buffer,
+    # so each response gets 2 * (0 - L) / 4: the mean reward drops by response_len / 2
+    assert stats["accuracy"] == 1 / 8
+    assert stats["reward_mean"] == pytest.approx(-0.75 - stats["response_len"] / 2, abs=1e-6)
+
+
 def test_dapo_keeps_sampling_unused_prompts_then_errors(tiny_random_model_dir: Path, tmp_path: Path) -> None:
     trainer, batch, seen, _ = _resampling_trainer(tiny_random_model_dir, tmp_path, "dapo", {0, 9, 10, 13},
                                                   max_resample_rounds=3)
@@ -286,12 +291,12 @@ def test_dynamic_sampling_resume_matches_an_uninterrupted_run(tiny_random_model_
         data["algorithm"].update(resample_exhausted="pad")
         return data
 
-    full = train_dict(recipe(tmp_path / "full", 6))
+    full = train_dict(recipe(tmp_path / "full", 4))
     rows = read_jsonl(full / "metrics.jsonl")
     assert max(r["rollout_rounds"] for r in rows) > 1, "the test needs refills before and after the checkpoint"
     part = train_dict(recipe(tmp_path / "part", 2))
     manifest = json.loads((part / "manifest.json").read_text())
     (part / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
-    run_training(recipe_from_dict(recipe(tmp_path / "part", 6), "t"), command="pytest", resume=True)
+    run_training(recipe_from_dict(recipe(tmp_path / "part", 4), "t"), command="pytest", resume=True)
     assert metrics_without_timing(read_jsonl(part / "metrics.jsonl")) == metrics_without_timing(rows)
     assert weights_hash(part / "model") == weights_hash(full / "model")
