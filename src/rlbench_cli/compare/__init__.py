@@ -1,11 +1,11 @@
 """`rlbench compare`: paper-style tables, significance tests and plots from a results folder.
 
 Entry point: `run_compare(results_dir, ...)`. It loads every completed run (loader.py; bad runs are skipped
-with one warning each), groups them into recipe rows with benchmark columns (tables.py; mixed evaluation
-settings are split into separate columns, or refused inside one row — see tables.py), optionally tests each
-row against a baseline with a paired bootstrap (stats.py), adds published reference rows (reference.py),
-renders the table in one of rich / markdown / latex / csv / json, and writes plots (plots.py). Heavy libraries
-load lazily.
+with one warning each), groups them into recipe rows with benchmark columns (tables.py builds the objects of
+model.py; mixed evaluation settings are split into separate columns, or refused inside one row — see
+tables.py), optionally tests each row against a baseline with a paired bootstrap (stats.py), adds published
+reference rows (reference.py), renders the table as rich / markdown / latex / csv / json (render.py), and
+writes plots (plots.py). Heavy libraries load lazily.
 """
 
 from __future__ import annotations

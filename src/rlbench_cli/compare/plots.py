@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rlbench_cli.compare.tables import Comparison, Row
+from rlbench_cli.compare.model import Comparison, Row
 
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("reward_mean", "mean reward"),
