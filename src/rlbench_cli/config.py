@@ -282,6 +282,13 @@ class OutputConfig(Section):
         "optimizer steps per rollout, so a checkpoint never splits a rollout.",
     )
     keep_checkpoints: int = Field(1, ge=1, description="Checkpoints kept on disk.")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=list,
+        description="Experiment trackers fed with metrics.jsonl's keys, the resolved recipe and manifest (run config) "
+        "and eval summaries: tensorboard (<run>/tensorboard/), wandb (<run>/wandb/; WANDB_MODE=offline keeps it "
+        "local), trackio. Default: none. Install with pip install 'rlbench[tracking]'.",
+    )
+    tracking_project: str = Field("rlbench", min_length=1, description="Project name for wandb and trackio runs.")
 
 
 class Recipe(Section):

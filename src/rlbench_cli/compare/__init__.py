@@ -4,8 +4,8 @@ Entry point: `run_compare(results_dir, ...)`. It loads every completed run (load
 with one warning each), groups them into recipe rows with benchmark columns (tables.py builds the objects of
 model.py; mixed evaluation settings are split into separate columns, or refused inside one row — see
 tables.py), optionally tests each row against a baseline with a paired bootstrap (stats.py), adds published
-reference rows (reference.py), renders the table as rich / markdown / latex / csv / json (render.py), and
-writes plots (plots.py). Heavy libraries load lazily.
+reference rows (reference.py), renders the table as rich / markdown / latex / csv / json (render.py) or as
+lm-evaluation-harness results files (lmeval.py), and writes plots (plots.py). Heavy libraries load lazily.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from rlbench_cli.errors import UserError
 
-FORMATS = ("rich", "markdown", "latex", "csv", "json")
+FORMATS = ("rich", "markdown", "latex", "csv", "json", "lm-eval")
 METRICS = ("mean@k", "pass@k", "maj@k", "pass@1")
 
 __all__ = ["FORMATS", "METRICS", "run_compare"]
@@ -103,6 +103,16 @@ def run_compare(
         text = json.dumps(result, indent=2, default=str) + "\n"
     elif fmt in renderers:
         text = renderers[fmt](comp)
+    elif fmt == "lm-eval":
+        from rlbench_cli.compare.lmeval import lm_eval_documents, write_lm_eval
+
+        docs = lm_eval_documents(comp)
+        if output is not None:  # lm-eval's own layout: one results file per model under the folder
+            result["output_files"] = [str(p) for p in write_lm_eval(docs, output)]
+            output = None
+            text = "".join(f"wrote {p}\n" for p in result["output_files"])
+        else:
+            text = json.dumps(docs, indent=2, default=str) + "\n"
 
     from rich.console import Console
 

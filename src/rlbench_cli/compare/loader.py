@@ -100,6 +100,11 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return obj, None
 
 
+def read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, None), or (None, why) when the file is missing, unreadable or not a JSON object."""
+    return _read_json(path)
+
+
 def _signature(summary: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     settings = summary.get("settings") or {}
     data = summary.get("data") or {}

@@ -501,6 +501,10 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
         engines.close()
     if shard is None:
         _print_table(console, results, k)
+        if tgt.run_dir is not None:  # the run's trackers (output.report_to) get the summaries too
+            from rlbench_cli.tracking import mirror_eval
+
+            mirror_eval(tgt.run_dir, _read_json(tgt.run_dir / "manifest.json"), results, console)
     return results
 
 

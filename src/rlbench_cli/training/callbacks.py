@@ -1,6 +1,7 @@
 """Trainer callbacks shared by every runner: one metrics.jsonl line per optimizer step, and a rich progress bar.
 
-Every algorithm writes the same keys (context.METRIC_KEYS); a value an algorithm does not have is null.
+Every algorithm writes the same keys (context.METRIC_KEYS); a value an algorithm does not have is null. The same
+row goes to the run's experiment trackers (tracking.py, output.report_to), so their keys are metrics.jsonl's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlbench_cli import tracking
 from rlbench_cli.records import append_jsonl
 from rlbench_cli.training.context import METRIC_KEYS
 
@@ -52,6 +54,7 @@ class MetricsCallback(TrainerCallback):
         row.update({k: v for k, v in self.rollout_stats().items() if k in row})
         row["wall_time"] = round(time.time() - self.t0, 3)
         append_jsonl(self.metrics_path, [row])
+        tracking.log_row(self.metrics_path, row)
         if self.progress is not None:
             self.progress.note(row)
 

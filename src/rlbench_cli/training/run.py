@@ -55,11 +55,15 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
     ctx = RunContext(recipe, run_dir, command)
     is_main = is_main_process()
     if is_main:
+        from rlbench_cli.tracking import check_available
+
+        check_available(list(recipe.output.report_to))
         check_writable(results)
         prepare_run_folder(ctx, resume=resume, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = attach_log(run_dir, "train.log" if is_main else f"train.rank{os.environ.get('RANK')}.log")
     log = logging.getLogger("rlbench")
+    tracker = None
     try:
         import torch
 
@@ -75,6 +79,11 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
             console.print("[yellow]model.trust_remote_code is on: code from the model repository will run[/]")
         if is_main:
             ctx.start(data_record, model_path, resumed=resume)
+            from rlbench_cli import tracking
+
+            tracker = tracking.open_for_training(recipe, run_dir, ctx.manifest, ctx.metrics_path)
+            if tracker is not None:
+                ctx.write_manifest()  # now with manifest["tracking"] (the id a later eval logs to)
         log.info("run %s: %s on %d prompts from %s", run_dir.name, recipe.algorithm.name, len(rows),
                  data_record["source"])
         final_model = runner_for(recipe.algorithm.name)(recipe, ctx, console, rows=rows, model_path=model_path,
@@ -103,6 +112,10 @@ def run_training(recipe: Recipe, *, command: str, resume: bool = False, overwrit
         log.exception("run failed")
         raise
     finally:
+        if tracker is not None:
+            from rlbench_cli import tracking
+
+            tracking.close_training(tracker, ctx.metrics_path, ctx.manifest)
         detach_log(handler)
         sys.stdout.flush()
 
