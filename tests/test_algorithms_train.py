@@ -50,3 +50,35 @@ def test_off_policy_steps_clip(tiny_random_model_dir: Path, tmp_path: Path) -> N
     rows = read_jsonl(train_dict(tiny_recipe("raft", tiny_random_model_dir, tmp_path / "raft",
                                              optim={"lr": 5e-2, "max_steps": 4})) / "metrics.jsonl")
     assert all(not r["clip_frac"] for r in rows)
+
+
+# Wave-2 training settings usable with any RL algorithm (docs/algorithms.md): the same checks as above.
+SETTINGS = {
+    "kl_reward": {"algorithm": {"kl_coef": 0.0, "kl_in_reward_coef": 0.01}},
+    "temperature_schedule": {"rollout": {"temperature": 1.2, "temperature_schedule": "linear", "temperature_end": 0.8},
+                             "optim": {"max_steps": 4}},
+    "ref_reset": {"algorithm": {"ref_reset_every": 2}, "optim": {"max_steps": 4}},
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_setting_trains_and_is_deterministic(setting: str, tiny_random_model_dir: Path, tmp_path: Path) -> None:
+    runs = []
+    for attempt in ("a", "b"):
+        data = tiny_recipe("grpo", tiny_random_model_dir, tmp_path / attempt)
+        for section, values in SETTINGS[setting].items():
+            data[section].update(values)
+        runs.append(train_dict(data))
+    rows = read_jsonl(runs[0] / "metrics.jsonl")
+    for row in rows:
+        assert set(METRIC_KEYS) <= set(row) and row["loss"] is not None and math.isfinite(row["loss"])
+    assert weights_hash(runs[0] / "model") != weights_hash(tiny_random_model_dir)
+    assert metrics_without_timing(rows) == metrics_without_timing(read_jsonl(runs[1] / "metrics.jsonl"))
+    assert weights_hash(runs[0] / "model") == weights_hash(runs[1] / "model")
+    if setting == "kl_reward":
+        assert all(r["kl_reward"] is not None for r in rows)
+    if setting == "temperature_schedule":  # 2 rollouts of 2 steps; the second starts at step 2 of 4: 1.2 - 0.4 * 2/3
+        assert [r["temperature"] for r in rows] == pytest.approx([1.2, 1.2, 1.2 - 0.4 * 2 / 3, 1.2 - 0.4 * 2 / 3])
+    if setting == "ref_reset":
+        # reset after step 2: the next rollout's policy is the reference, so its first step's KL is ~0
+        assert rows[1]["kl"] > 0 and abs(rows[2]["kl"]) < 1e-6, [r["kl"] for r in rows]

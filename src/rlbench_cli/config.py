@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlbench_cli.errors import UserError
+from rlbench_cli.wave2_rules import ESTIMATOR_NAMES, POLICY_LOSS_NAMES, resolve_wave2
 
 # What each algorithm is, in one place: which runner trains it (training/run.py RUNNERS), its label in tables, and
 # its default settings (TRL style: a variant is a set of settings on a shared runner, not a subclass). Settings are
@@ -22,6 +23,8 @@ from rlbench_cli.errors import UserError
 # needs to AlgorithmConfig, the math to algorithms/), then a recipe under recipes/.
 _PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": 3.0}
 _PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
+_CLIP_ONLY = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None}
+_NO_KL = {"kl_coef": 0.0, "kl_type": "low_var_kl"}
 
 
 def _fifth_of_max_new_tokens(recipe: Recipe) -> int:
@@ -58,6 +61,39 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
             "dynamic_sampling": True, "min_valid_frac": 0.5, "max_resample_rounds": 20},
     "ppo": {"runner": "ppo", "label": "PPO", **_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
     "dpo": {"runner": "dpo", "label": "Iterative DPO"},
+    # Wave 2: every value, and where paper and code differ, is in docs/algorithms.md.
+    "reinforce_pp": {"runner": "rl", "label": "REINFORCE++", "estimator": "reinforce_pp", **_CLIP_ONLY, **_NO_KL,
+                     "kl_in_reward_coef": 0.01},
+    "reinforce_pp_baseline": {"runner": "rl", "label": "REINFORCE++-baseline", "estimator": "reinforce_pp_baseline",
+                              **_CLIP_ONLY, "kl_coef": 1e-4, "kl_type": "k2"},
+    "lite_ppo": {"runner": "rl", "label": "Lite-PPO", "estimator": "lite_ppo", **_CLIP_ONLY, **_NO_KL},
+    "cispo": {"runner": "rl", "label": "CISPO", "estimator": "grpo", "policy_loss": "cispo", **_CLIP_ONLY,
+              "clip_low": 1.0, **_NO_KL},
+    "sapo": {"runner": "rl", "label": "SAPO", "estimator": "grpo", "policy_loss": "sapo", "sapo_tau_pos": 1.0,
+             "sapo_tau_neg": 1.05, **_NO_KL},
+    "gmpo": {"runner": "rl", "label": "GMPO", "estimator": "grpo", "std_eps": 1e-8, "policy_loss": "gmpo",
+             "clip_low": 0.4, "clip_high": 0.4, "dual_clip_c": None, **_NO_KL},
+    "kl_cov": {"runner": "rl", "label": "KL-Cov", "estimator": "grpo", "policy_loss": "kl_cov", "cov_ratio": 2e-3,
+               "cov_kl_coef": 1.0, "dynamic_sampling": True, **_NO_KL},
+    "clip_cov": {"runner": "rl", "label": "Clip-Cov", "estimator": "grpo", "policy_loss": "clip_cov", "clip_low": 1.0,
+                 "clip_high": 1.0, "dual_clip_c": None, "cov_ratio": 2e-4, "cov_lb": 1.0, "cov_ub": 5.0,
+                 "dynamic_sampling": True, **_NO_KL},
+    "remax": {"runner": "rl", "label": "ReMax", "estimator": "remax", **_CLIP_ONLY, **_NO_KL,
+              "kl_in_reward_coef": 0.001},
+    "opo": {"runner": "rl", "label": "OPO", "estimator": "opo", **_CLIP_ONLY, **_NO_KL},
+    "gfpo": {"runner": "rl", "label": "GFPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL, "gfpo_metric": "length",
+             "gfpo_filtered": "zero"},
+    "ttrl": {"runner": "rl", "label": "TTRL", "estimator": "grpo", **_CLIP_ONLY, **_PAPER_KL,
+             "reward_source": "majority_vote"},
+    "em_rl": {"runner": "rl", "label": "EM-RL", "estimator": "rloo", **_CLIP_ONLY, **_PAPER_KL,
+              "reward_source": "neg_entropy", "em_reduce": "mean", "entropy_coef": 0.001},
+    "gvpo": {"runner": "rl", "label": "GVPO", "estimator": "dr_grpo", "policy_loss": "gvpo", "gvpo_beta": 0.1,
+             "ratio_level": "none", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
+    "riskpo": {"runner": "rl", "label": "RiskPO", "estimator": "riskpo", **_CLIP_ONLY, **_NO_KL, "riskpo_bundle": 5,
+               "riskpo_alpha": 0.2, "riskpo_beta": 0.9, "riskpo_mix_weight": 1.5, "riskpo_natural_baseline": True,
+               "riskpo_credit": "std"},
+    "em_ft": {"runner": "rl", "label": "EM-FT", "estimator": "reinforce", "policy_loss": "em_ft", "ratio_level": "none",
+              "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None, **_NO_KL},
 }
 # Entry keys that describe the algorithm rather than set an AlgorithmConfig field.
 ALGORITHM_META_KEYS = ("runner", "label")
@@ -65,7 +101,8 @@ ALGORITHM_META_KEYS = ("runner", "label")
 _COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
            "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "min_valid_frac": 1.0,
            "max_resample_rounds": 10, "resample_exhausted": "error", "overlong_filter": False,
-           "overlong_buffer_len": 0, "overlong_penalty_factor": 1.0}
+           "overlong_buffer_len": 0, "overlong_penalty_factor": 1.0,
+           "policy_loss": "ppo", "kl_in_reward_coef": 0.0, "reward_source": "grader"}
 # Estimators whose baseline comes from the other responses of the group: with one response they train on nothing.
 GROUP_BASELINES = ("reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg")
 ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
@@ -135,8 +172,8 @@ class AlgorithmConfig(Section):
         ..., description=f"Algorithm: {', '.join(ALGORITHMS)}."
     )
     # Advantage and group filtering (None = the algorithm's default, see ALGORITHM_DEFAULTS).
-    estimator: Literal["raft", "reinforce", "reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg"] | None = Field(
-        None, description="Advantage estimator (defaults from the algorithm)."
+    estimator: Literal[ESTIMATOR_NAMES] | None = Field(  # type: ignore[valid-type]
+        None, description="Advantage estimator (defaults from the algorithm): " + ", ".join(ESTIMATOR_NAMES) + "."
     )
     drop_all_wrong: bool | None = Field(None, description="Drop prompts whose responses are all wrong.")
     drop_all_correct: bool | None = Field(None, description="Drop prompts whose responses are all correct.")
@@ -155,9 +192,9 @@ class AlgorithmConfig(Section):
     dual_clip_c: float | None = Field(
         None, ge=0, description="Dual-clip bound c for negative advantages (0 disables; null = algorithm default)."
     )
-    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
-        None, description="Loss aggregation over the mini-batch."
-    )
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_sum_token_mean"] | None = (
+        Field(None, description="Loss aggregation over the mini-batch (seq_sum_token_mean: GVPO's sum over "
+              "sequences per micro-batch / accumulation steps)."))
     kl_coef: float | None = Field(None, ge=0, description="KL-to-initial-policy loss coefficient (0 = off).")
     kl_type: Literal["low_var_kl", "k1", "k2"] | None = Field(None, description="KL estimator in the loss.")
     log_kl: bool = Field(
@@ -210,12 +247,50 @@ class AlgorithmConfig(Section):
         "random", description="DPO: how chosen/rejected are picked: random (uniform correct vs uniform wrong), "
         "max_min (first correct vs first wrong, Online-DPO-R1), shortest (shortest correct vs uniform wrong)."
     )
+    # Wave 2 (docs/algorithms.md). None = the algorithm's default.
+    policy_loss: Literal[POLICY_LOSS_NAMES] | None = Field(  # type: ignore[valid-type]
+        None, description="Policy loss: ppo (ratio_level: none / PPO clip / GSPO), cispo, sapo, gmpo, kl_cov, "
+        "clip_cov, gvpo, em_ft (the entropy of the sampled responses, no reward).")
+    gvpo_beta: float | None = Field(None, gt=0, description="GVPO: beta of the implicit reward (authors: 0.1).")
+    sapo_tau_pos: float | None = Field(None, gt=0, description="SAPO: gate temperature for A > 0 (paper: 1.0).")
+    sapo_tau_neg: float | None = Field(None, gt=0, description="SAPO: gate temperature for A <= 0 (paper: 1.05).")
+    cov_ratio: float | None = Field(None, ge=0, le=1, description="KL-Cov / Clip-Cov: fraction of tokens picked by "
+                                    "covariance (KL-Cov 7B 2e-3, 32B 2e-4; Clip-Cov 2e-4).")
+    cov_kl_coef: float | None = Field(None, ge=0, description="KL-Cov: coefficient of |log ratio| (authors: 1).")
+    cov_lb: float | None = Field(None, description="Clip-Cov: lower covariance bound of candidate tokens (1).")
+    cov_ub: float | None = Field(None, description="Clip-Cov: upper covariance bound of candidate tokens (5).")
+    kl_in_reward_coef: float | None = Field(None, ge=0, description="KL in the reward: r - coef * sum_t (log pi_old - "
+                                            "log pi_ref), k1, on-policy (0 = off); per token for REINFORCE++.")
+    reward_source: Literal["grader", "majority_vote", "neg_entropy", "seq_logprob"] | None = Field(
+        None, description="Training reward: grader (gold answer), majority_vote (TTRL, no gold), neg_entropy "
+        "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.")
+    em_reduce: Literal["mean", "sum"] | None = Field(None, description="EM-RL: token mean (code) or sum (paper).")
+    vote_train_n: int | None = Field(None, ge=1, description="TTRL: train on the first N of each group; all n vote.")
+    gfpo_keep: int | None = Field(None, ge=1, description="GFPO: keep the k best of a group's n (gfpo: n/2; null off).")
+    gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
+        None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept).")
+    gfpo_filtered: Literal["zero", "drop"] | None = Field(
+        None, description="GFPO: the filtered get A = 0 and stay in the normaliser (paper), or leave the loss (TRL).")
+    ref_reset_every: int = Field(0, ge=0, description="ProRL: reset the reference to the current policy every N "
+                                 "optimizer steps (0 = off; needs a reference: kl_coef > 0 or log_kl).")
+    ref_reset_optimizer: bool = Field(True, description="ProRL: re-initialise the optimizer state at each reset.")
+    riskpo_bundle: int | None = Field(None, ge=1, description="RiskPO: consecutive prompts per bundle (authors: 5).")
+    riskpo_alpha: float | None = Field(None, ge=0, le=1, description="RiskPO: lower quantile (MATH script: 0.2).")
+    riskpo_beta: float | None = Field(None, ge=0, le=1, description="RiskPO: upper quantile (MATH script: 0.9).")
+    riskpo_mix_weight: float | None = Field(None, ge=0, description="RiskPO: CVaR mixing weight w (1.5; 0 = off).")
+    riskpo_natural_baseline: bool | None = Field(None, description="RiskPO: add q_a - q_b to the RVaR advantage.")
+    riskpo_credit: Literal["std", "sum_mean", "uniform"] | None = Field(None, description="RiskPO: credit assignment.")
 
 
 class RolloutConfig(Section):
     prompts_per_batch: int = Field(8, ge=1, description="Prompts per rollout batch (paper: 1024).")
     n: int = Field(8, ge=1, le=1024, description="Responses per prompt (paper: 4; PPO: 1).")
-    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0).")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (paper: 1.0); a schedule's start.")
+    temperature_schedule: Literal["constant", "linear", "cosine", "step"] = Field("constant", description="Rollout "
+        "temperature: constant, linear / cosine to temperature_end, or step (+step_size every step_every steps).")
+    temperature_end: float | None = Field(None, gt=0, le=10, description="Final temperature of the schedule.")
+    temperature_step_every: int = Field(0, ge=0, description="Step schedule: optimizer steps between changes.")
+    temperature_step_size: float = Field(0.0, description="Step schedule: temperature change per step.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (paper: 1.0).")
     max_new_tokens: int = Field(48, ge=1, le=131072, description="Max generated tokens (paper: 3072–4096).")
     max_prompt_tokens: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens.")
@@ -267,6 +342,12 @@ class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (GPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
+    em_inf: bool = Field(False, description="EM-INF: a few Adam steps lowering each decoding step's entropy on the "
+                         "logits (hf backend; arXiv 2505.15134). Recorded in the eval settings.")
+    em_inf_threshold: float = Field(0.1, ge=0, description="EM-INF: stop once the entropy is below this (math: 0.1).")
+    em_inf_kl_weight: float = Field(0.001, ge=0, description="EM-INF: weight of KL(p_orig || p) (math: 0.001).")
+    em_inf_lr: float = Field(0.1, gt=0, description="EM-INF: Adam learning rate on the logits (0.1).")
+    em_inf_steps: int = Field(3, ge=1, le=100, description="EM-INF: Adam steps per decoding step at most (math: 3).")
 
 
 class OutputConfig(Section):
@@ -366,6 +447,7 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
         raise UserError(f"algorithm.overlong_buffer_len ({algo.overlong_buffer_len}) exceeds rollout.max_new_tokens "
                         f"({recipe.rollout.max_new_tokens})", where="algorithm.overlong_buffer_len",
                         fix="use a buffer of at most rollout.max_new_tokens tokens (0 turns the penalty off)")
+    resolve_wave2(recipe, RL_ALGORITHMS)
     if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
         if algo.dual_clip_c != 0:
             raise UserError(f"algorithm.dual_clip_c must be 0 (off) or >= 1, got {algo.dual_clip_c}",

@@ -118,11 +118,12 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 
 def generate_with_model(model: Any, tokenizer: Any, prompts: list[str], seeds: list[int], *,
                         temperature: float, top_p: float, max_new_tokens: int,
-                        batch_size: int = 32) -> list[Completion]:
+                        batch_size: int = 32, em_inf: dict[str, Any] | None = None) -> list[Completion]:
     """Sample one completion per (prompt, seed) from an in-memory HF causal LM; order matches `prompts`.
 
     Each row's output depends only on its prompt and seed (not on batch size or the other rows), up to
-    floating-point differences between batch shapes. temperature 0 is greedy decoding.
+    floating-point differences between batch shapes. temperature 0 is greedy decoding. `em_inf` (threshold,
+    kl_weight, lr, steps) adjusts each step's logits with EM-INF (algorithms/entropy.py) before sampling.
     """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
@@ -156,6 +157,10 @@ def generate_with_model(model: Any, tokenizer: Any, prompts: list[str], seeds: l
                 input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[r, width - len(ids) :] = 1
             processors = LogitsProcessorList()
+            if em_inf:
+                from rlbench_cli.algorithms.entropy import make_em_inf_processor
+
+                processors.append(make_em_inf_processor(**em_inf))
             if temperature > 0:
                 processors.append(_make_processor([seeds[i] for i in idx], width, temperature, top_p))
             with torch.no_grad():
@@ -190,7 +195,8 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_path: str | Path, *, device: str | None = None, dtype: str | None = None,
-                 batch_size: int = 32, trust_remote_code: bool = False) -> None:
+                 batch_size: int = 32, trust_remote_code: bool = False,
+                 em_inf: dict[str, Any] | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -200,6 +206,7 @@ class HFBackend:
         else:
             torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.batch_size = batch_size
+        self.em_inf = em_inf
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -213,7 +220,7 @@ class HFBackend:
                  max_new_tokens: int) -> list[Completion]:
         return generate_with_model(
             self.model, self.tokenizer, prompts, seeds, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, batch_size=self.batch_size,
+            max_new_tokens=max_new_tokens, batch_size=self.batch_size, em_inf=self.em_inf,
         )
 
 
@@ -269,10 +276,14 @@ class VLLMBackend:
 
 
 def make_backend(name: str, model_path: str | Path, *, batch_size: int = 32, seed: int = 0,
-                 tensor_parallel_size: int = 1, trust_remote_code: bool = False) -> HFBackend | VLLMBackend:
+                 tensor_parallel_size: int = 1, trust_remote_code: bool = False,
+                 em_inf: dict[str, Any] | None = None) -> HFBackend | VLLMBackend:
     """Build a backend by CLI name ("hf" or "vllm")."""
+    if em_inf and name != "hf":
+        raise UserError("EM-INF adjusts the logits at every decoding step, which only the hf backend allows here",
+                        where="--em-inf", fix="use --backend hf, or drop --em-inf")
     if name == "hf":
-        return HFBackend(model_path, batch_size=batch_size, trust_remote_code=trust_remote_code)
+        return HFBackend(model_path, batch_size=batch_size, trust_remote_code=trust_remote_code, em_inf=em_inf)
     if name == "vllm":
         return VLLMBackend(model_path, tensor_parallel_size=tensor_parallel_size, seed=seed,
                            trust_remote_code=trust_remote_code)

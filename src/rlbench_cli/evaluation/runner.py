@@ -36,7 +36,7 @@ from rlbench_cli.records import (
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Keys of settings.json that samples depend on; any change makes old samples unusable.
 SETTINGS_KEYS = ("model_sha256", "k", "temperature", "top_p", "max_new_tokens", "prompt_template", "seed",
-                 "data_sha256", "backend")
+                 "data_sha256", "backend", "em_inf")
 SAMPLE_FILE_RE = re.compile(r"^samples(\.shard-\d+-of-\d+)?\.jsonl$")
 TIMINGS_FILE_RE = re.compile(r"^timings(\.shard-\d+-of-\d+)?\.jsonl$")
 
@@ -349,7 +349,9 @@ class _Engines:
     """The backend and grader, started only when some sample is missing (a finished resume skips them)."""
 
     def __init__(self, backend: str, model_path: Path, *, batch_size: int, seed: int,
-                 tensor_parallel_size: int, grader_workers: int, grader_timeout_s: float) -> None:
+                 tensor_parallel_size: int, grader_workers: int, grader_timeout_s: float,
+                 em_inf: dict[str, Any] | None = None) -> None:
+        self.em_inf = em_inf
         self.backend_name, self.model_path = backend, model_path
         self.batch_size, self.seed, self.tp = batch_size, seed, tensor_parallel_size
         self.grader_workers, self.grader_timeout_s = grader_workers, grader_timeout_s
@@ -361,7 +363,7 @@ class _Engines:
         t0 = time.perf_counter()
         if self.backend is None:
             self.backend = make_backend(self.backend_name, self.model_path, batch_size=self.batch_size,
-                                        seed=self.seed, tensor_parallel_size=self.tp)
+                                        seed=self.seed, tensor_parallel_size=self.tp, em_inf=self.em_inf)
         if self.grader is None:
             from rlbench_cli.evaluation.grader import Grader
 
@@ -437,7 +439,8 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
              prompt_template: str | None = None, backend: str = "hf", batch_size: int = 32, seed: int = 0,
              data_dir: Path | None = None, limit: int | None = None, grader_workers: int = 2,
              grader_timeout_s: float = 5.0, label: str | None = None, tensor_parallel_size: int = 1,
-             shard: tuple[int, int] | None = None, merge: bool = False, console: Any = None) -> dict:
+             shard: tuple[int, int] | None = None, merge: bool = False, console: Any = None,
+             em_inf: dict[str, Any] | None = None) -> dict:
     """Evaluate one model on the given benchmarks; returns {benchmark: summary} (shards: progress dicts).
 
     `merge=True` only combines existing (shard) samples into the summary and fails if any are missing.
@@ -455,10 +458,11 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
     tokenizer = _load_tokenizer(tgt.model_path)
     template = resolve_prompt_template(prompt_template, tgt, tokenizer)
     console.print(f"[bold]eval[/] {tgt.label} ({tgt.model_ref}) · k={k} T={temperature} top_p={top_p} "
-                  f"max_new_tokens={max_new_tokens} template={template} backend={backend}")
+                  f"max_new_tokens={max_new_tokens} template={template} backend={backend}"
+                  + (f" em_inf={em_inf}" if em_inf else ""))
     engines = _Engines(backend, tgt.model_path, batch_size=batch_size, seed=seed,
                        tensor_parallel_size=tensor_parallel_size, grader_workers=grader_workers,
-                       grader_timeout_s=grader_timeout_s)
+                       grader_timeout_s=grader_timeout_s, em_inf=em_inf)
     # Chunk = what is generated, graded and appended at once; at most one chunk is lost on interruption.
     chunk_samples = max(k, batch_size) if backend == "hf" else max(k, 1024)
     results: dict[str, dict[str, Any]] = {}
@@ -470,6 +474,8 @@ def run_eval(target: str | None, *, results_dir: Path = Path("results"), benchma
                         "top_p": float(top_p), "max_new_tokens": max_new_tokens, "prompt_template": template,
                         "seed": seed, "data_sha256": bench.sha256, "backend": backend,
                         "grader_version": GRADER_VERSION, "benchmark": name, "model": tgt.model_ref}
+            if em_inf:
+                settings["em_inf"] = em_inf
             check_settings(out, settings)
             problems = list(bench.problems)
             selected = [p for idx, p in enumerate(problems) if shard is None or idx % shard[1] == shard[0]]

@@ -23,8 +23,10 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from rlbench_cli.algorithms.advantages import compute_advantages, overlong_penalty
-from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean, policy_loss
+from rlbench_cli.algorithms.advantages import overlong_penalty
+from rlbench_cli.algorithms.entropy import em_ft_loss
+from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean
+from rlbench_cli.algorithms.policy_losses import POLICY_LOSSES
 from rlbench_cli.config import Recipe
 from rlbench_cli.errors import UserError
 from rlbench_cli.training.batching import plan
@@ -38,6 +40,13 @@ from rlbench_cli.training.resampling import (
     choose_groups,
     concat_rollouts,
     enough_groups,
+)
+from rlbench_cli.training.rollout_signals import (
+    apply_temperature,
+    rollout_advantages,
+    shape_rewards,
+    shuffle_groups,
+    wave2_metric_keys,
 )
 
 log = logging.getLogger("rlbench")
@@ -98,7 +107,8 @@ class RLBenchGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:  # type: ignore[override]
         algo = self.rb.algorithm
-        n = self.num_generations
+        if self.model.training and self.rb.rollout.temperature_schedule != "constant":
+            apply_temperature(self)
         out, rewards = self._score_rollout(inputs)
         gen_time = self._rb_gen_time
         generated = [self.accelerator.gather(out["completion_mask"].sum(1).float())]
@@ -106,25 +116,21 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         if algo.dynamic_sampling and self.model.training:
             out, rewards, gen_time, generated, padded = self._refill(out, rewards, gen_time, generated)
             rounds = len(generated)
-        # Correctness is the verifier's verdict; the overlong penalty only shapes the reward that is optimised.
-        correct = rewards == self.rb.reward.correct
+        graded_correct = rewards == self.rb.reward.correct  # the grader's verdict: logged accuracy only
+        rewards, correct, extra = shape_rewards(self, out, rewards)  # training reward: EM-RL, TTRL, KL in reward
         lengths = self.accelerator.gather(out["completion_mask"].sum(1).float())
-        if algo.overlong_buffer_len:
+        if algo.overlong_buffer_len:  # DAPO's soft overlong penalty shapes the training reward, not correctness
             max_len = self.max_completion_length
             # A truncated response masked out by overlong_filter has an all-zero mask: it ran to max_len.
             full = torch.where(lengths > 0, lengths, torch.full_like(lengths, max_len)) if algo.overlong_filter \
                 else lengths
             rewards = rewards + overlong_penalty(full.to(rewards.device), max_len, algo.overlong_buffer_len,
                                                  algo.overlong_penalty_factor or 0.0).to(rewards.dtype)
-        result = compute_advantages(
-            rewards, correct, n, algo.estimator or "grpo", std_eps=1e-6 if algo.std_eps is None else algo.std_eps,
-            drop_all_wrong=bool(algo.drop_all_wrong), drop_all_correct=bool(algo.drop_all_correct),
-            filter_mode=algo.filter_mode or "zero",
-        )
+        result, local_adv, more = rollout_advantages(self, inputs, out, rewards, correct)
         local = slice(self.accelerator.process_index * len(out["advantages"]),
                       (self.accelerator.process_index + 1) * len(out["advantages"]))
         device = out["completion_mask"].device
-        out["advantages"] = result.advantages[local].to(device)
+        out["advantages"] = local_adv.to(device)
         keep = result.keep[local].to(device=device, dtype=out["completion_mask"].dtype)
         out["rb_keep"] = keep
         kept_tokens = (out["completion_mask"] * keep.unsqueeze(1)).sum()
@@ -138,7 +144,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         finite = rewards[~torch.isnan(rewards)]
         self._rb_rollout = {
             "reward_mean": float(finite.mean()) if len(finite) else None,
-            "accuracy": float(correct.float().mean()),
+            "accuracy": float(graded_correct.float().mean()),
             "response_len": float(lengths.mean()),
             "frac_all_correct": result.stats.get("frac_all_correct"),
             "frac_all_wrong": result.stats.get("frac_all_wrong"),
@@ -148,6 +154,8 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             "gen_tokens": self._rb_gen_tokens,
             "rollout_rounds": rounds,
             "padded_groups": padded,
+            "temperature": self.temperature,
+            **extra, **more,
         }
         return out
 
@@ -211,6 +219,19 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             if self._rb_stream is not None:
                 self._rb_stream.load_state_dict(self._rb_stream_state)
 
+    def _prepare_inputs(self, generation_batch):  # type: ignore[override]
+        """GVPO needs each group whole in a micro-batch: shuffle whole groups, not rows (TRL's shuffle_sequence_dict),
+        then split as TRL does. Every other loss takes TRL's path unchanged."""
+        if self.rb.algorithm.policy_loss != "gvpo" or not self.model.training:
+            return super()._prepare_inputs(generation_batch)
+        from trl.trainer.utils import split_tensor_dict
+
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = shuffle_groups(self._generate_and_score_completions(generation_batch), self.num_generations)
+            self._buffered_inputs = split_tensor_dict(batch, self.args.steps_per_generation)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
     # ------------------------------------------------------------------ loss side
 
     def _compute_loss(self, model, inputs):  # type: ignore[override]
@@ -227,12 +248,7 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         old_logps = logps.detach() if old_logps is None else old_logps
 
-        per_token, stats = policy_loss(
-            logps, old_logps, inputs["advantages"], mask, ratio_level=algo.ratio_level or "token",
-            clip_low=algo.clip_low if algo.clip_low is not None else 0.2,
-            clip_high=algo.clip_high if algo.clip_high is not None else 0.2,
-            dual_clip_c=algo.dual_clip_c,
-        )
+        per_token, stats = self._policy_loss(logps, old_logps, entropies, inputs["advantages"], mask)
         ref_logps = inputs.get("ref_per_token_logps")
         kl_tokens = None
         if ref_logps is not None:
@@ -242,7 +258,9 @@ class RLBenchGRPOTrainer(GRPOTrainer):
 
         mode = "train" if self.model.training else "eval"
         accum = self.current_gradient_accumulation_steps if mode == "train" else 1
-        if algo.loss_agg == "token_mean":
+        if algo.loss_agg == "seq_sum_token_mean":  # GVPO: sum of the sequence losses / accumulation steps
+            loss = aggregate_loss(per_token, mask, "seq_mean_token_mean", normalizer=1.0) / accum
+        elif algo.loss_agg == "token_mean":
             # Token mean over the optimizer step's mini-batch: TRL's num_items_in_batch counts the kept tokens of
             # the whole generation batch (all processes); scale it to one process's mini-batch (as TRL's 'dapo').
             normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
@@ -263,6 +281,25 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             metrics["rb/clip_frac"].append(float(self.accelerator.gather(stats["clip_frac"].reshape(1)).mean()))
         return loss
 
+    def _policy_loss(self, logps, old_logps, entropies, advantages, mask):
+        """The recipe's policy loss (algorithms.policy_losses.POLICY_LOSSES; em_ft: the entropy itself)."""
+        algo = self.rb.algorithm
+        name = algo.policy_loss or "ppo"
+        if name == "em_ft":
+            return em_ft_loss(entropies, mask), {"clip_frac": torch.zeros((), device=logps.device)}
+
+        def pick(value, default):  # noqa: ANN001, ANN202
+            return default if value is None else value
+
+        return POLICY_LOSSES[name](
+            logps, old_logps, advantages, mask, ratio_level=algo.ratio_level or "token",
+            clip_low=pick(algo.clip_low, 0.2), clip_high=pick(algo.clip_high, 0.2), dual_clip_c=algo.dual_clip_c,
+            tau_pos=pick(algo.sapo_tau_pos, 1.0), tau_neg=pick(algo.sapo_tau_neg, 1.05),
+            cov_ratio=pick(algo.cov_ratio, 2e-4), cov_kl_coef=pick(algo.cov_kl_coef, 1.0),
+            cov_lb=pick(algo.cov_lb, 1.0), cov_ub=pick(algo.cov_ub, 5.0),
+            group_size=self.num_generations, gvpo_beta=pick(algo.gvpo_beta, 0.1),
+        )
+
     def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
         totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]), reduction="sum")
         return float(totals[0] / totals[1].clamp(min=1.0))
@@ -274,7 +311,7 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
     GRPOConfig subclass that accepts num_generations == 1."""
     p = plan(recipe, num_processes)
     algo, ro = recipe.algorithm, recipe.rollout
-    needs_ref = bool(algo.kl_coef) or algo.log_kl
+    needs_ref = bool(algo.kl_coef) or algo.log_kl or bool(algo.kl_in_reward_coef) or bool(algo.ref_reset_every)
     return config_cls(
         **trainer_args(recipe, run, max_steps),
         save_only_model=False,
@@ -324,7 +361,15 @@ def train_rl(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[s
                 processing_class=tokenizer, reward_funcs=[reward_fn], peft_config=peft_config(recipe),
                 rb_recipe=recipe,
             )
-        fit(trainer, run, console, max_steps, resume=resume)
+        if recipe.algorithm.ref_reset_every:
+            from rlbench_cli.training.ref_reset import ReferenceResetCallback
+
+            if trainer.ref_model is None:
+                raise UserError("the reference reset needs a separate reference model",
+                                where="algorithm.ref_reset_every")
+            trainer.add_callback(ReferenceResetCallback(trainer, recipe.algorithm.ref_reset_every,
+                                                        recipe.algorithm.ref_reset_optimizer))
+        fit(trainer, run, console, max_steps, resume=resume, extra_keys=wave2_metric_keys(recipe))
         return save_final_model(trainer, tokenizer, run, model_path)
     finally:
         if hasattr(reward_fn, "close"):
