@@ -113,11 +113,11 @@ def test_append_jsonl_creates_folders_and_writes_any_value_as_text(tmp_path) -> 
 
 
 def test_concat_rollouts_pads_prompts_left_completions_right() -> None:
-    """rl._concat_rollouts (DAPO refill): rollouts of different widths merge with prompts padded on the left,
+    """resampling.concat_rollouts (DAPO refill): rollouts of different widths merge with prompts padded on the left,
     completions on the right, ids with the pad id and masks with 0; counts add up (mutants flipped each)."""
     import torch
 
-    from rlbench_cli.training.rl import _concat_rollouts
+    from rlbench_cli.training.resampling import concat_rollouts
 
     a = {"prompt_ids": torch.tensor([[5, 6]]), "prompt_mask": torch.tensor([[1, 1]]),
          "completion_ids": torch.tensor([[7]]), "completion_mask": torch.tensor([[1]]),
@@ -125,11 +125,11 @@ def test_concat_rollouts_pads_prompts_left_completions_right() -> None:
     b = {"prompt_ids": torch.tensor([[1, 2, 3]]), "prompt_mask": torch.tensor([[1, 1, 1]]),
          "completion_ids": torch.tensor([[8, 9]]), "completion_mask": torch.tensor([[1, 1]]),
          "advantages": torch.tensor([-0.5]), "num_items_in_batch": torch.tensor(2.0), "mode": "other"}
-    m = _concat_rollouts([a, b], pad_id=99)
+    m = concat_rollouts([a, b], pad_id=99)
     assert m["prompt_ids"].tolist() == [[99, 5, 6], [1, 2, 3]]
     assert m["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
     assert m["completion_ids"].tolist() == [[7, 99], [8, 9]]
     assert m["completion_mask"].tolist() == [[1, 0], [1, 1]]
     assert m["advantages"].tolist() == [0.5, -0.5]
     assert float(m["num_items_in_batch"]) == 3.0 and m["mode"] == "train"
-    assert _concat_rollouts([a], pad_id=99) is a
+    assert concat_rollouts([a], pad_id=99) is a

@@ -33,6 +33,7 @@ EXPECTED = {
                                            "batch_size", "compute_entropy"],
     "_prepare_inputs": ["self", "generation_batch"],
     "get_train_dataloader": ["self"],
+    "_get_train_sampler": ["self", "dataset"],  # dynamic sampling swaps in resampling.PromptStream
 }
 
 

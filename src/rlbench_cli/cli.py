@@ -123,9 +123,10 @@ def train(
 
         check_run_folders(recipes, resume=resume, overwrite=overwrite)  # every seed's folder, before any run
     if launcher == "accelerate" or num_processes > 1 or deepspeed:
-        from rlbench_cli.training.launch import launch_command, run_launch
+        from rlbench_cli.training.launch import check_processes, launch_command, run_launch
 
         for r in recipes:
+            check_processes(r, num_processes)
             cmd = launch_command(recipe, extra + [f"seed={r.seed}"], num_processes=num_processes, deepspeed=deepspeed,
                                  resume=resume, overwrite=overwrite)
             if dry_run:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlbench_cli.errors import UserError
-from rlbench_cli.recipe_yaml import YamlSyntaxError, read_recipe_yaml, safe_yaml_load
+from rlbench_cli.recipe_yaml import apply_overrides, read_yaml
 from rlbench_cli.wave2_rules import ESTIMATOR_NAMES, POLICY_LOSS_NAMES, resolve_wave2
 
 # What each algorithm is, in one place: which runner trains it (training/run.py RUNNERS), its label in tables, and
@@ -26,6 +26,12 @@ _PPO_CLIP = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_cl
 _PAPER_KL = {"kl_coef": 0.001, "kl_type": "low_var_kl"}
 _CLIP_ONLY = {"ratio_level": "token", "clip_low": 0.2, "clip_high": 0.2, "dual_clip_c": None}
 _NO_KL = {"kl_coef": 0.0, "kl_type": "low_var_kl"}
+
+
+def _fifth_of_max_new_tokens(recipe: Recipe) -> int:
+    return recipe.rollout.max_new_tokens // 5
+
+
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": {"runner": "sft", "label": "SFT"},
     "raft": {"runner": "rl", "label": "RAFT", "estimator": "raft", "ratio_level": "none", "clip_low": 0.2,
@@ -37,13 +43,23 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "grpo": {"runner": "rl", "label": "GRPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL},
     "dr_grpo": {"runner": "rl", "label": "Dr. GRPO", "estimator": "dr_grpo", **_PPO_CLIP, **_PAPER_KL,
                 "loss_agg": "seq_mean_token_sum_norm"},
-    "dapo": {"runner": "rl", "label": "DAPO", "estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28, "kl_coef": 0.0,
-             "kl_type": "low_var_kl", "dynamic_sampling": True, "overlong_filter": True},
+    # verl recipe/dapo run_dapo_qwen2.5_32b.sh: clip_ratio_c=10.0 (verl's default 3; the paper's objective has
+    # none), soft overlong penalty (buffer 4096 of 20480 response tokens, factor 1.0) and no overlong filter,
+    # filter_groups with max_num_gen_batches=10.
+    "dapo": {"runner": "rl", "label": "DAPO", "estimator": "grpo", **_PPO_CLIP, "clip_high": 0.28,
+             "dual_clip_c": 10.0, "kl_coef": 0.0, "kl_type": "low_var_kl", "dynamic_sampling": True,
+             "min_valid_frac": 1.0, "max_resample_rounds": 10, "overlong_buffer_len": _fifth_of_max_new_tokens,
+             "overlong_penalty_factor": 1.0},
+    # verl compute_policy_loss_gspo aggregates with seq-mean-token-mean whatever loss_agg_mode says.
     "gspo": {"runner": "rl", "label": "GSPO", "estimator": "grpo", "ratio_level": "sequence", "clip_low": 3e-4,
-             "clip_high": 4e-4, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+             "clip_high": 4e-4, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl",
+             "loss_agg": "seq_mean_token_mean"},
     "rloo": {"runner": "rl", "label": "RLOO", "estimator": "rloo", **_PPO_CLIP, **_PAPER_KL},
+    # AMAP-ML/GPG open-r1: resample until half the groups have unequal rewards (--min_inverse_alpha 0.5), at most
+    # 20 generation batches (max_gen), then fail.
     "gpg": {"runner": "rl", "label": "GPG", "estimator": "gpg", "ratio_level": "none", "clip_low": 0.2,
-            "clip_high": 0.2, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl"},
+            "clip_high": 0.2, "dual_clip_c": None, "kl_coef": 0.0, "kl_type": "low_var_kl",
+            "dynamic_sampling": True, "min_valid_frac": 0.5, "max_resample_rounds": 20},
     "ppo": {"runner": "ppo", "label": "PPO", **_PPO_CLIP, "kl_coef": 0.0, "kl_type": "low_var_kl"},
     "dpo": {"runner": "dpo", "label": "Iterative DPO"},
     # Wave 2: every value, and where paper and code differ, is in docs/algorithms.md.
@@ -84,8 +100,12 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
 ALGORITHM_META_KEYS = ("runner", "label")
 # Defaults every policy-gradient algorithm (runner rl or ppo) shares unless its entry says otherwise.
 _COMMON = {"drop_all_wrong": False, "drop_all_correct": False, "filter_mode": "zero", "std_eps": 1e-6,
-           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "overlong_filter": False,
+           "loss_agg": "token_mean", "entropy_coef": 0.0, "dynamic_sampling": False, "min_valid_frac": 1.0,
+           "max_resample_rounds": 10, "resample_exhausted": "error", "overlong_filter": False,
+           "overlong_buffer_len": 0, "overlong_penalty_factor": 1.0,
            "policy_loss": "ppo", "kl_in_reward_coef": 0.0, "reward_source": "grader"}
+# Estimators whose baseline comes from the other responses of the group: with one response they train on nothing.
+GROUP_BASELINES = ("reinforce_rej", "grpo", "dr_grpo", "rloo", "gpg")
 ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
 RL_ALGORITHMS = tuple(name for name, entry in ALGORITHM_DEFAULTS.items() if entry["runner"] == "rl")
 TESTBED_EVAL = ["testbed_easy", "testbed_medium", "testbed_hard"]
@@ -179,12 +199,31 @@ class AlgorithmConfig(Section):
         True, description="Measure KL to the initial policy every step even when it is not in the loss."
     )
     entropy_coef: float | None = Field(None, ge=0, description="Entropy bonus coefficient.")
-    # DAPO
+    # Dynamic sampling (DAPO, GPG) and overlong shaping (DAPO)
     dynamic_sampling: bool | None = Field(
-        None, description="DAPO: resample until the batch has no all-equal groups."
+        None, description="Resample prompts not yet used in the pass until min_valid_frac of the batch's groups "
+        "have unequal rewards (DAPO, GPG); the batch is those groups, topped up with all-equal ones if needed.",
     )
-    max_resample_rounds: int = Field(4, ge=1, le=100, description="DAPO: rollout rounds per batch at most.")
-    overlong_filter: bool | None = Field(None, description="DAPO: exclude truncated responses from the loss.")
+    min_valid_frac: float | None = Field(
+        None, gt=0, le=1, description="Dynamic sampling: fraction of groups that must have unequal rewards "
+        "(DAPO 1.0: every group; GPG 0.5).",
+    )
+    max_resample_rounds: int | None = Field(
+        None, ge=1, le=1000, description="Dynamic sampling: generation batches per rollout at most, the first "
+        "included (verl DAPO max_num_gen_batches 10; GPG 20).",
+    )
+    resample_exhausted: Literal["error", "pad"] | None = Field(
+        None, description="Dynamic sampling, when max_resample_rounds run out: error (as DAPO's and GPG's code) "
+        "or pad the batch with all-equal groups (zero advantage; counted in metrics padded_groups).",
+    )
+    overlong_filter: bool | None = Field(None, description="Exclude truncated responses from the loss.")
+    overlong_buffer_len: int | None = Field(
+        None, ge=0, description="DAPO soft overlong penalty: the last N tokens before rollout.max_new_tokens are "
+        "penalised linearly down to -factor (0 = off; DAPO default: max_new_tokens / 5, as 4096 of 20480).",
+    )
+    overlong_penalty_factor: float | None = Field(
+        None, ge=0, description="DAPO soft overlong penalty factor (verl overlong_buffer.penalty_factor)."
+    )
     # PPO
     critic_lr: float = Field(1e-5, gt=0, description="PPO: critic learning rate.")
     gamma: float = Field(1.0, ge=0, le=1, description="PPO: GAE discount.")
@@ -195,6 +234,13 @@ class AlgorithmConfig(Section):
     dpo_beta: float = Field(0.1, gt=0, description="DPO: beta.")
     dpo_iterations: int = Field(2, ge=1, le=100, description="Iterative DPO: sample-pair-train iterations.")
     sft_coef: float = Field(0.0, ge=0, description="DPO: weight of an extra SFT term on the chosen response.")
+    dpo_label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="DPO: label smoothing ε of the sigmoid loss (conservative DPO; "
+        "Online-DPO-R1 scripts: 0.1).",
+    )
+    dpo_epochs: int = Field(
+        1, ge=1, le=100, description="Iterative DPO: passes over each iteration's pairs (Online-DPO-R1: 2)."
+    )
     pair_strategy: Literal["random", "max_min", "shortest"] = Field(
         "random", description="DPO: how chosen/rejected are picked: random (uniform correct vs uniform wrong), "
         "max_min (first correct vs first wrong, Online-DPO-R1), shortest (shortest correct vs uniform wrong)."
@@ -387,8 +433,6 @@ class Recipe(Section):
             raise ValueError("data.hub_id is required when data.source is 'hub'")
         if self.algorithm.name == "ppo" and self.rollout.n != 1:
             raise ValueError("PPO uses one response per prompt: set rollout.n=1")
-        if self.algorithm.name in ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_rej") and self.rollout.n < 2:
-            raise ValueError(f"{self.algorithm.name} compares responses within a group: rollout.n must be >= 2")
         return self
 
     @property
@@ -407,7 +451,17 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
     defaults = {**_COMMON, **entry} if entry["runner"] in ("rl", "ppo") else dict(entry)
     for key, value in defaults.items():
         if key not in ALGORITHM_META_KEYS and getattr(algo, key) is None:
+            if callable(value):  # a default that depends on other settings
+                value = value(recipe)
             setattr(algo, key, value)
+    if algo.estimator in GROUP_BASELINES and recipe.rollout.n < 2:
+        raise UserError(f"{algo.name} with estimator {algo.estimator} takes its baseline from the other responses "
+                        "of a group: with rollout.n=1 every advantage is 0", where="rollout.n",
+                        fix="set rollout.n=2 or more, or use an estimator without a group baseline (reinforce, raft)")
+    if algo.overlong_buffer_len and algo.overlong_buffer_len > recipe.rollout.max_new_tokens:
+        raise UserError(f"algorithm.overlong_buffer_len ({algo.overlong_buffer_len}) exceeds rollout.max_new_tokens "
+                        f"({recipe.rollout.max_new_tokens})", where="algorithm.overlong_buffer_len",
+                        fix="use a buffer of at most rollout.max_new_tokens tokens (0 turns the penalty off)")
     resolve_wave2(recipe, RL_ALGORITHMS)
     if algo.dual_clip_c is not None and algo.dual_clip_c < 1:
         if algo.dual_clip_c != 0:
@@ -417,38 +471,7 @@ def resolve_defaults(recipe: Recipe) -> Recipe:
     return recipe
 
 
-# ---------------------------------------------------------------- loading, overrides and error messages
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise UserError(f"override {item!r} is not KEY=VALUE", where="command line", fix="write e.g. optim.lr=1e-5")
-    key, raw = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise UserError(f"override key {key!r} is malformed", where="command line", fix="write e.g. optim.lr=1e-5")
-    try:
-        value = safe_yaml_load(raw, where=f"override {item!r}") if raw.strip() else None
-    except YamlSyntaxError:
-        value = raw  # not YAML (e.g. an unquoted string with a colon): keep the text
-    return parts, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for item in overrides:
-        parts, value = parse_override(item)
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(
-                    f"override {item!r}: '{part}' is a value, not a section", where="command line"
-                )
-            node = child
-        node[parts[-1]] = value
-    return data
+# ---------------------------------------------------------------- loading and error messages (YAML: recipe_yaml.py)
 
 
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -506,7 +529,7 @@ def recipe_from_dict(data: dict[str, Any], where: str) -> Recipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
-    data = apply_overrides(read_recipe_yaml(path), list(overrides or []))
+    data = apply_overrides(read_yaml(path), list(overrides or []))
     return recipe_from_dict(data, str(path))
 
 

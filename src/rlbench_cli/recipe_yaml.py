@@ -1,6 +1,8 @@
-"""Guarded YAML reading for untrusted recipe text: size cap, safe_load only, alias-bomb and nesting guards.
+"""Reading recipe YAML safely and applying `key=value` overrides (no pydantic, no torch): the text layer below
+config.py's schema.
 
-Every failure is a one-line UserError with file:line:col where YAML gives one. Imported by config.py.
+`read_yaml` guards untrusted recipe text (size cap, UTF-8, no NUL, yaml.safe_load without Python tags, alias bombs
+and runaway nesting refused); every problem is a UserError naming the file and line.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def safe_yaml_load(text: str, where: str) -> Any:
         raise UserError("YAML nested too deeply", where=where, fix="flatten the recipe") from None
 
 
-def read_recipe_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     where = str(path)
     if not path.exists():
         raise UserError("recipe file not found", where=where,
@@ -98,4 +100,35 @@ def read_recipe_yaml(path: Path) -> dict[str, Any]:
             f"top level must be a mapping of sections, got {type(data).__name__}", where=where,
             fix="start from a shipped recipe (`rlbench recipes`)",
         )
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"override {item!r} is not KEY=VALUE", where="command line", fix="write e.g. optim.lr=1e-5")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"override key {key!r} is malformed", where="command line", fix="write e.g. optim.lr=1e-5")
+    try:
+        value = safe_yaml_load(raw, where=f"override {item!r}") if raw.strip() else None
+    except YamlSyntaxError:
+        value = raw  # not YAML (e.g. an unquoted string with a colon): keep the text
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(
+                    f"override {item!r}: '{part}' is a value, not a section", where="command line"
+                )
+            node = child
+        node[parts[-1]] = value
     return data

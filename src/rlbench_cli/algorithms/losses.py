@@ -155,8 +155,10 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_
     """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman, "Approximating KL divergence"):
 
     "k1": logp - ref_logp;  "abs": |logp - ref_logp|;  "k2": 0.5 (logp - ref_logp)^2;
-    "k3": exp(ref_logp - logp) - (ref_logp - logp) - 1;  "low_var_kl": k3 clamped to [-10, 10]
-    (verl core_algos.kl_penalty; Minimal-RL scripts use it with coefficient 0.001).
+    "k3": exp(ref_logp - logp) - (ref_logp - logp) - 1;  "low_var_kl": k3 with ref_logp - logp first clamped
+    to [-20, 20] and the result to [-10, 10] (current verl core_algos.kl_penalty_forward; Minimal-RL scripts use it
+    with coefficient 0.001). The inner clamp keeps the gradient finite: without it exp overflows past ~88 and the
+    outer clamp's zero gradient times inf is NaN (the Minimal-RL fork had only the outer clamp).
     """
     if kind not in KL_KINDS:
         raise UserError(f"unknown KL estimator {kind!r}", where="algorithm.kl_kind",
@@ -168,8 +170,10 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_
         return diff.abs()
     if kind == "k2":
         return 0.5 * diff.square()
-    k3 = torch.exp(-diff) + diff - 1.0
-    return k3 if kind == "k3" else k3.clamp(min=-10.0, max=10.0)
+    if kind == "k3":
+        return torch.exp(-diff) + diff - 1.0
+    log_ratio = (-diff).clamp(min=-20.0, max=20.0)  # ref_logp - logp
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(min=-10.0, max=10.0)
 
 
 def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,

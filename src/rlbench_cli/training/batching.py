@@ -90,10 +90,11 @@ def dpo_plan(recipe: Recipe, n_prompts: int, num_processes: int = 1) -> dict[str
     """Batch arithmetic of an iterative DPO run, for `rlbench train --dry-run`."""
     b = dpo_batching(recipe, num_processes)
     chunks = iteration_chunks(n_prompts, recipe.algorithm.dpo_iterations)
-    bound = sum(steps_for_pairs(len(c), b["pairs_per_step"]) for c in chunks)
+    bound = sum(steps_for_pairs(len(c), b["pairs_per_step"]) for c in chunks) * recipe.algorithm.dpo_epochs
     return {
         "algorithm": "dpo",
         "iterations": len(chunks),
+        "epochs_per_iteration": recipe.algorithm.dpo_epochs,
         "prompts_per_iteration": len(chunks[0]),
         "responses_per_prompt": recipe.rollout.n,
         "responses_per_iteration": len(chunks[0]) * recipe.rollout.n,

@@ -25,7 +25,7 @@ from rlbench_cli.records import atomic_write_json, git_commit, now_iso, package_
 METRIC_KEYS = (
     "step", "samples", "gen_tokens", "wall_time", "reward_mean", "accuracy", "entropy", "kl", "clip_frac",
     "response_len", "incorrect_len", "frac_all_correct", "frac_all_wrong", "kept_frac", "loss", "lr", "grad_norm",
-    "tokens_per_s",
+    "tokens_per_s", "rollout_rounds", "padded_groups",
 )
 LOGGERS = ("rlbench", "transformers", "trl")
 

@@ -12,10 +12,11 @@ the data, as the RL runners do by default. Iteration k:
 3. builds at most one (chosen = correct, rejected = incorrect) pair per prompt with `algorithms.pairs.
    select_dpo_pairs` (`algorithm.pair_strategy`, seed derived from the run seed and k); all-correct and all-wrong
    groups give no pair. An iteration with no pair is logged, warned about and skipped;
-4. runs TRL's DPOTrainer for one pass over the pairs: reference = a frozen copy of the policy made at the start of
-   the iteration, beta = `algorithm.dpo_beta`, plus TRL's `sft` loss (mean NLL of the chosen tokens) with weight
-   `algorithm.sft_coef` when it is > 0 (trl 1.16 has no `rpo_alpha`: loss_type ["sigmoid", "sft"] with
-   loss_weights [1, sft_coef] is its replacement). Pairs per optimizer step: `optim.mini_batch_prompts or
+4. runs TRL's DPOTrainer for `algorithm.dpo_epochs` passes over the pairs (Online-DPO-R1: 2) with label smoothing
+   `algorithm.dpo_label_smoothing` (Online-DPO-R1: 0.1, TRL's sigmoid loss): reference = a frozen copy of the policy
+   made at the start of the iteration, beta = `algorithm.dpo_beta`, plus TRL's `sft` loss (mean NLL of the chosen
+   tokens) with weight `algorithm.sft_coef` when it is > 0 (trl 1.16 has no `rpo_alpha`: loss_type ["sigmoid",
+   "sft"] with loss_weights [1, sft_coef] is its replacement). Pairs per optimizer step: `optim.mini_batch_prompts or
    rollout.prompts_per_batch` (one pair per prompt), `optim.micro_batch_size` pairs per forward pass; the last step
    of an iteration may see fewer pairs. Each iteration builds a new trainer, so AdamW state and the LR schedule
    restart every iteration (like Online-DPO-R1, which launches one training run per iteration).
@@ -183,6 +184,7 @@ def dpo_config(recipe: Recipe, run: RunContext, iteration: int, batching: dict[s
         **args,
         gradient_accumulation_steps=batching["gradient_accumulation_steps"],
         beta=algo.dpo_beta,
+        label_smoothing=algo.dpo_label_smoothing,  # conservative DPO (sigmoid loss), Online-DPO-R1: 0.1
         loss_type=["sigmoid", "sft"] if sft else ["sigmoid"],
         loss_weights=[1.0, algo.sft_coef] if sft else None,
         max_length=None,
@@ -297,7 +299,7 @@ def train_dpo(recipe: Recipe, run: RunContext, console: Any, *, rows: list[dict[
                 log.info("dpo iteration %d/%d: %d prompts, accuracy %.3f, %d pairs", k + 1, algo.dpo_iterations,
                          len(chunk), stats["accuracy"] or 0.0, len(sample.pairs))
                 if sample.pairs:
-                    steps = steps_for_pairs(len(sample.pairs), batching["pairs_per_step"])
+                    steps = steps_for_pairs(len(sample.pairs), batching["pairs_per_step"]) * algo.dpo_epochs
                     if step_cap:
                         steps = min(steps, step_cap - global_step)
                     model = _train_iteration(recipe, run, model, tokenizer, sample.pairs, k, batching, steps,

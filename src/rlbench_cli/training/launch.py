@@ -47,6 +47,19 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def check_processes(recipe: Any, num_processes: int) -> None:
+    """Refuse, before launching, what runs on one process only (README: How launching works)."""
+    if num_processes <= 1:
+        return
+    if recipe.algorithm.name == "dpo":
+        raise UserError("iterative DPO runs on one process (sampling is not sharded)", where="--num-processes",
+                        fix="train it with --num-processes 1")
+    if recipe.algorithm.dynamic_sampling:
+        raise UserError("dynamic sampling runs on one process (the chosen groups would cross processes)",
+                        where="--num-processes",
+                        fix="train with --num-processes 1, or set algorithm.dynamic_sampling=false")
+
+
 def launch_command(recipe_path: Path, overrides: list[str], *, num_processes: int, deepspeed: str | None,
                    resume: bool = False, overwrite: bool = False, cpu: bool | None = None,
                    main_process_port: int | None = None) -> list[str]:
@@ -247,6 +260,19 @@ def reference_departures(recipe: Any) -> list[str]:
         how = ("public code: all-equal groups get zero advantage but stay in the token-mean denominator"
                if mode == "zero" else "paper text: all-equal groups are removed from the batch")
         notes.append(f"note: algorithm.filter_mode = {mode} ({how})")
+    if algo in PAPER_RL:
+        coef = recipe.algorithm.entropy_coef
+        notes.append(f"note: algorithm.entropy_coef = {coef} (public code: 0.001 from its default config, which no "
+                     "script overrides; the paper does not mention it)")
+    if algo in ("dapo", "gpg") and not recipe.algorithm.dynamic_sampling:
+        notes.append(f"algorithm.dynamic_sampling = false ({algo}'s reference code resamples prompts)")
+    if algo == "dapo" and not recipe.algorithm.overlong_buffer_len:
+        notes.append("algorithm.overlong_buffer_len = 0 (DAPO's recipe: soft overlong penalty on the last fifth)")
+    if algo == "dpo":
+        a = recipe.algorithm
+        if (a.dpo_label_smoothing, a.dpo_epochs) != (0.1, 2):
+            notes.append(f"algorithm.dpo_label_smoothing = {a.dpo_label_smoothing}, algorithm.dpo_epochs = "
+                         f"{a.dpo_epochs} (Online-DPO-R1 scripts: 0.1 and 2)")
     if algo in PAPER_RL and recipe.rollout.max_prompt_tokens not in (None, 1024):
         notes.append(f"rollout.max_prompt_tokens = {recipe.rollout.max_prompt_tokens} (public scripts: 1024)")
     if recipe.model.lora.enabled:

@@ -295,6 +295,10 @@ def check_ppo_recipe(recipe: Recipe) -> None:
     if algo.dynamic_sampling:
         raise UserError("dynamic sampling is a DAPO option, not PPO's", where="algorithm.dynamic_sampling",
                         fix="set algorithm.dynamic_sampling=false")
+    if algo.overlong_buffer_len:
+        # PPO's token-level rewards come from the verifier's rewards, not the shaped ones the RL runner builds.
+        raise UserError("the soft overlong penalty is a DAPO option, not PPO's", where="algorithm.overlong_buffer_len",
+                        fix="set algorithm.overlong_buffer_len=0")
     if recipe.model.dtype == "float16":
         # fp16 mixed precision would share one GradScaler between the policy and critic optimizers, which
         # accelerate's unscale / clip / step sequence does not support.

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from rlbench_cli.algorithms.advantages import overlong_penalty
 from rlbench_cli.algorithms.entropy import em_ft_loss
 from rlbench_cli.algorithms.losses import aggregate_loss, kl_penalty, masked_mean
 from rlbench_cli.algorithms.policy_losses import POLICY_LOSSES
@@ -33,6 +34,14 @@ from rlbench_cli.training.batching import plan
 from rlbench_cli.training.checkpoints import fit
 from rlbench_cli.training.context import RunContext, trainer_args, world_size
 from rlbench_cli.training.policy import load_policy, peft_config, save_final_model
+from rlbench_cli.training.resampling import STATE_FILE as STREAM_STATE
+from rlbench_cli.training.resampling import (
+    PromptStream,
+    all_equal_groups,
+    choose_groups,
+    concat_rollouts,
+    enough_groups,
+)
 from rlbench_cli.training.rollout_signals import (
     apply_temperature,
     rollout_advantages,
@@ -55,9 +64,28 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         self._rb_rollout: dict[str, Any] = {}
         self._rb_samples = 0
         self._rb_gen_tokens = 0
-        self._rb_refill_iter: Any = None
+        self._rb_stream: PromptStream | None = None
+        self._rb_stream_state: dict[str, Any] | None = None
+        if rb_recipe.algorithm.dynamic_sampling and self.accelerator.num_processes > 1:
+            # Choosing groups across rounds would move rollouts between processes; TRL keeps each process's
+            # generation buffer local, so this would need the whole rollout gathered (README: multi-process).
+            raise UserError("dynamic_sampling runs on one process only", where="algorithm.dynamic_sampling",
+                            fix="launch with one process, or set algorithm.dynamic_sampling=false")
 
     # ------------------------------------------------------------------ rollout side
+
+    def _get_train_sampler(self, dataset=None):  # type: ignore[override]
+        if not self.rb.algorithm.dynamic_sampling:
+            return super()._get_train_sampler(dataset)
+        self._rb_stream = PromptStream(
+            self.train_dataset if dataset is None else dataset,
+            prompts_per_chunk=self.args.generation_batch_size // self.num_generations,
+            mini_repeat=self.num_generations, repeat=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset, seed=self.args.seed,
+        )
+        if self._rb_stream_state is not None:
+            self._rb_stream.load_state_dict(self._rb_stream_state)
+        return self._rb_stream
 
     def _generate(self, prompts: list):  # type: ignore[override]
         start = time.perf_counter()
@@ -84,12 +112,21 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             apply_temperature(self)
         out, rewards = self._score_rollout(inputs)
         gen_time = self._rb_gen_time
+        generated = [self.accelerator.gather(out["completion_mask"].sum(1).float())]
+        rounds, padded = 1, None
         if algo.dynamic_sampling and self.model.training:
-            out, rewards, gen_time, rounds = self._refill(inputs, out, rewards, gen_time)
-        else:
-            rounds = 1
+            out, rewards, gen_time, generated, padded = self._refill(out, rewards, gen_time, generated)
+            rounds = len(generated)
         graded_correct = rewards == self.rb.reward.correct  # the grader's verdict: logged accuracy only
         rewards, correct, extra = shape_rewards(self, out, rewards)  # training reward: EM-RL, TTRL, KL in reward
+        lengths = self.accelerator.gather(out["completion_mask"].sum(1).float())
+        if algo.overlong_buffer_len:  # DAPO's soft overlong penalty shapes the training reward, not correctness
+            max_len = self.max_completion_length
+            # A truncated response masked out by overlong_filter has an all-zero mask: it ran to max_len.
+            full = torch.where(lengths > 0, lengths, torch.full_like(lengths, max_len)) if algo.overlong_filter \
+                else lengths
+            rewards = rewards + overlong_penalty(full.to(rewards.device), max_len, algo.overlong_buffer_len,
+                                                 algo.overlong_penalty_factor or 0.0).to(rewards.dtype)
         result, local_adv, more = rollout_advantages(self, inputs, out, rewards, correct)
         local = slice(self.accelerator.process_index * len(out["advantages"]),
                       (self.accelerator.process_index + 1) * len(out["advantages"]))
@@ -100,10 +137,10 @@ class RLBenchGRPOTrainer(GRPOTrainer):
         kept_tokens = (out["completion_mask"] * keep.unsqueeze(1)).sum()
         out["num_items_in_batch"] = self.accelerator.gather(kept_tokens.reshape(1)).sum()
 
-        lengths = self.accelerator.gather(out["completion_mask"].sum(1).float())
-        gen_tokens = int(lengths.sum().item())
+        # samples / gen_tokens / tokens_per_s count every generated response, refill rounds included.
+        gen_tokens = int(sum(float(g.sum()) for g in generated))
         if self.model.training:
-            self._rb_samples += len(lengths)
+            self._rb_samples += sum(len(g) for g in generated)
             self._rb_gen_tokens += gen_tokens
         finite = rewards[~torch.isnan(rewards)]
         self._rb_rollout = {
@@ -119,46 +156,71 @@ class RLBenchGRPOTrainer(GRPOTrainer):
             "samples": self._rb_samples,
             "gen_tokens": self._rb_gen_tokens,
             "rollout_rounds": rounds,
+            "padded_groups": padded,
             "temperature": self.temperature,
             **extra, **more,
         }
         return out
 
-    def _refill(self, inputs, out, rewards, gen_time):
-        """DAPO dynamic sampling: draw more prompts until the batch holds no all-equal groups (or rounds run out)."""
-        if self.accelerator.num_processes > 1:
-            raise UserError("dynamic_sampling is implemented for one process", where="algorithm.dynamic_sampling",
-                            fix="run DAPO with one process, or set algorithm.dynamic_sampling=false")
+    def _refill(self, out, rewards, gen_time, generated):
+        """Dynamic sampling (resampling.py): score more chunks of unused prompts until enough groups have unequal
+        rewards or max_resample_rounds are spent, then keep the chosen groups."""
+        algo = self.rb.algorithm
         n = self.num_generations
         want = len(rewards) // n
+        assert self._rb_stream is not None, "dynamic sampling needs the PromptStream sampler"
+        self._rb_stream.mark_used()
         outs, rews = [out], [rewards]
-        rounds = 1
-        while rounds < self.rb.algorithm.max_resample_rounds:
-            good = int((~_all_equal_groups(torch.cat(rews), n)).sum())
-            if good >= want:
-                break
-            if self._rb_refill_iter is None:
-                self._rb_refill_iter = iter(self.get_train_dataloader())
-            try:
-                extra = next(self._rb_refill_iter)
-            except StopIteration:
-                self._rb_refill_iter = iter(self.get_train_dataloader())
-                extra = next(self._rb_refill_iter)
-            extra = extra[: len(inputs)]
-            o, r = self._score_rollout(extra)
+        valid = [(~all_equal_groups(rewards, n)).tolist()]
+        while not enough_groups(valid, want, algo.min_valid_frac) and len(outs) < algo.max_resample_rounds:
+            chunk = self._rb_stream.take()
+            o, r = self._score_rollout([self.train_dataset[i] for i in chunk for _ in range(n)])
             gen_time += self._rb_gen_time
+            generated.append(self.accelerator.gather(o["completion_mask"].sum(1).float()))
             outs.append(o)
             rews.append(r)
-            rounds += 1
-        all_rewards = torch.cat(rews)
-        valid_groups = (~_all_equal_groups(all_rewards, n)).nonzero().flatten().tolist()
-        # Prefer groups with signal; top up with all-equal groups (zero advantage) if rounds ran out.
-        others = [g for g in range(len(all_rewards) // n) if g not in set(valid_groups)]
-        chosen = sorted((valid_groups + others)[:want])
-        rows = [g * n + j for g in chosen for j in range(n)]
-        merged = _concat_rollouts(outs, pad_id=self.processing_class.pad_token_id)
+            valid.append((~all_equal_groups(r, n)).tolist())
+        if not enough_groups(valid, want, algo.min_valid_frac) and algo.resample_exhausted != "pad":
+            found = sum(sum(v) for v in valid)
+            raise UserError(
+                f"dynamic sampling found {found} groups with unequal rewards in {len(outs)} generation batches, "
+                f"{algo.min_valid_frac:g} x {want} needed (the data may be too hard or too easy for the model)",
+                where="algorithm.max_resample_rounds",
+                fix="raise algorithm.max_resample_rounds, use other data, or set algorithm.resample_exhausted=pad",
+            )
+        chosen, padded = choose_groups(valid, want)
+        offsets = [sum(len(r) for r in rews[:k]) for k in range(len(rews))]
+        rows = [offsets[rnd] + g * n + j for rnd, g in chosen for j in range(n)]
+        merged = concat_rollouts(outs, pad_id=self.processing_class.pad_token_id)
         picked = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in merged.items()}
-        return picked, all_rewards[rows], gen_time, rounds
+        return picked, torch.cat(rews)[rows], gen_time, generated, padded
+
+    # ------------------------------------------------------------------ checkpoints (dynamic sampling)
+
+    def _save_checkpoint(self, model, trial):  # type: ignore[override]
+        if self._rb_stream is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            from rlbench_cli.records import atomic_write_json
+
+            # Written before TRL's files (trainer_state.json last marks a checkpoint complete).
+            out = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / STREAM_STATE, self._rb_stream.state_dict())
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):  # type: ignore[override]
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.rb.algorithm.dynamic_sampling:
+            import json
+
+            path = Path(checkpoint) / STREAM_STATE
+            if not path.is_file():
+                raise UserError("checkpoint has no dynamic-sampling prompt stream state", where=str(checkpoint),
+                                fix="resume from a checkpoint written by this version, or use --overwrite")
+            self._rb_stream_state = json.loads(path.read_text(encoding="utf-8"))
+            if self._rb_stream is not None:
+                self._rb_stream.load_state_dict(self._rb_stream_state)
 
     def _prepare_inputs(self, generation_batch):  # type: ignore[override]
         """GVPO needs each group whole in a micro-batch: shuffle whole groups, not rows (TRL's shuffle_sequence_dict),
@@ -249,34 +311,6 @@ class RLBenchGRPOTrainer(GRPOTrainer):
     def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
         totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]), reduction="sum")
         return float(totals[0] / totals[1].clamp(min=1.0))
-
-
-def _all_equal_groups(rewards: torch.Tensor, n: int) -> torch.Tensor:
-    grouped = rewards.view(-1, n)
-    return (grouped == grouped[:, :1]).all(dim=1) | torch.isnan(grouped).all(dim=1)
-
-
-def _concat_rollouts(outs: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Concatenate TRL rollout dicts whose padded lengths differ (prompts padded left, completions right)."""
-    if len(outs) == 1:
-        return outs[0]
-    merged: dict[str, Any] = {}
-    for key in outs[0]:
-        values = [o[key] for o in outs]
-        if key == "num_items_in_batch":
-            merged[key] = sum(values)
-        elif isinstance(values[0], torch.Tensor) and values[0].dim() == 2:
-            width = max(v.size(1) for v in values)
-            left = key.startswith("prompt")
-            fill = pad_id if key.endswith("_ids") else 0
-            padded = [torch.nn.functional.pad(v, (width - v.size(1), 0) if left else (0, width - v.size(1)),
-                                              value=fill) for v in values]
-            merged[key] = torch.cat(padded)
-        elif isinstance(values[0], torch.Tensor):
-            merged[key] = torch.cat(values)
-        else:
-            merged[key] = values[0]
-    return merged
 
 
 def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: int = 1,

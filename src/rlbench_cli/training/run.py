@@ -5,7 +5,7 @@ Layers import downward only:
       └ runners: rl.py (RAFT … GPG on TRL's GRPOTrainer), ppo.py (rl + critic), sft.py, dpo.py (iterative DPO)
           └ policy.py (load / LoRA / save), checkpoints.py (resume, `fit`), callbacks.py (metrics.jsonl, progress)
               └ context.py (RunContext, manifest, METRIC_KEYS, trainer_args), batching.py (pure batch arithmetic),
-                data.py, rewards.py, launch.py
+                resampling.py (dynamic sampling), data.py, rewards.py, launch.py
 The math (advantages, losses, pairs) is pure functions in rlbench_cli.algorithms. Which runner trains an algorithm,
 its label and its default settings are its entry in config.ALGORITHM_DEFAULTS; RUNNERS maps runner name -> function.
 A new algorithm that is a set of settings on an existing runner needs only that entry (and its math in algorithms/).
