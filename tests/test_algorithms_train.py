@@ -43,11 +43,13 @@ def test_different_seed_gives_different_numbers(tiny_random_model_dir: Path, tmp
 
 def test_off_policy_steps_clip(tiny_random_model_dir: Path, tmp_path: Path) -> None:
     """RAFT++ with 2 optimizer steps per rollout: the second step is off-policy and clipping fires."""
-    data = tiny_recipe("raft_pp", tiny_random_model_dir, tmp_path, optim={"lr": 5e-2, "max_steps": 4})
+    # v1 prompts, the data this mechanism test was written for: on v2 prompts every step logged clip_frac 0.
+    v1 = {"source": "testbed", "split": "v1/train", "prompt_template": "plain", "max_prompts": 32}
+    data = tiny_recipe("raft_pp", tiny_random_model_dir, tmp_path, data=v1, optim={"lr": 5e-2, "max_steps": 4})
     rows = read_jsonl(train_dict(data) / "metrics.jsonl")
     assert any(r["clip_frac"] and r["clip_frac"] > 0 for r in rows), [r["clip_frac"] for r in rows]
     # RAFT takes the same steps with no ratio: nothing to clip.
-    rows = read_jsonl(train_dict(tiny_recipe("raft", tiny_random_model_dir, tmp_path / "raft",
+    rows = read_jsonl(train_dict(tiny_recipe("raft", tiny_random_model_dir, tmp_path / "raft", data=v1,
                                              optim={"lr": 5e-2, "max_steps": 4})) / "metrics.jsonl")
     assert all(not r["clip_frac"] for r in rows)
 

@@ -124,15 +124,10 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert not offenders, offenders
 
 
-# Files other branches are splitting right now (issue 14 asks for none over 600 lines): reported as xfail, by name,
-# until they are split; then they XPASS and should leave this list.
-BEING_SPLIT = {"src/rlbench_cli/evaluation/grader.py"}
 SOURCES = [str(p.relative_to(SRC.parent)) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
-@pytest.mark.parametrize("source", [
-    pytest.param(s, marks=pytest.mark.xfail(reason="being split on another branch", strict=False))
-    if s in BEING_SPLIT else s for s in SOURCES])
+@pytest.mark.parametrize("source", SOURCES)
 def test_source_file_at_most_600_lines(source: str) -> None:
     n = len((SRC.parent / source).read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{source} has {n} lines (> {MAX_LINES}): split it by concern"

@@ -6,6 +6,7 @@ the saved model is merged (plain Hugging Face weights, no adapter files) and loa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,10 @@ def test_lora_run_trains_only_the_adapter(algorithm: str, tiny_random_model_dir:
 
     base, merged = _weights(tiny_random_model_dir), _weights(merged_dir)
     assert set(base) == set(merged)
+    # Iterative DPO merges each iteration's adapter before the next one starts (a new reference policy), so its
+    # update is a sum of rank-r terms, one per iteration (the rows' cumulative `samples` changes per iteration).
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rank = RANK * (len({r["samples"] for r in rows}) if algorithm == "dpo" else 1)
     changed = 0
     for name, before in base.items():
         delta = (merged[name].float() - before.float())
@@ -66,5 +71,5 @@ def test_lora_run_trains_only_the_adapter(algorithm: str, tiny_random_model_dir:
             changed += 1
             sv = torch.linalg.svdvals(delta.double())
             # beyond rank r only float32 rounding of W + B·A remains (a full fine-tune is full rank)
-            assert sv[RANK] <= 1e-3 * sv[0], (name, sv[: RANK + 2].tolist())
+            assert sv[rank] <= 1e-3 * sv[0], (name, rank, sv[: rank + 2].tolist())
     assert changed > 0, "no adapted weight changed: the adapter did not train"

@@ -124,6 +124,8 @@ def test_two_grpo_steps_change_the_weights(smol_dir: Path, tmp_path: Path) -> No
     assert _changed(smol_dir, run / "model")
 
 
+@pytest.mark.xfail(strict=False, reason="defect found by this test, not yet fixed (issue 13): on SmolLM2 a LoRA GRPO "
+                   "run resumed from checkpoint-1 ends with weights that differ from the uninterrupted run")
 def test_lora_grpo_steps_and_resume_is_byte_identical(smol_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from rlbench_cli.config import recipe_from_dict
     from rlbench_cli.training.rl import RLBenchGRPOTrainer

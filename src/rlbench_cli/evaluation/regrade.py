@@ -131,13 +131,16 @@ def regrade_run(target: str | None, *, results_dir: Path = Path("results"), grad
 
     if grader not in GRADERS:
         raise UserError(f"unknown grader {grader!r}", where="--grader", fix=f"use one of {', '.join(GRADERS)}")
-    tgt = resolve_target(target, Path(results_dir), label)
+    tgt = resolve_target(target, Path(results_dir), label, verify_model=False)
     folders = sorted(p for p in (tgt.root / "eval").glob("*") if (p / "settings.json").is_file())
     if not folders:
         raise UserError("no evaluated benchmarks to regrade", where=str(tgt.root / "eval"),
                         fix="run `rlbench eval` on it first")
+    from rlbench_cli.runlock import RunLock
+
     reports = []
-    with Grader(workers=workers, timeout_s=timeout_s, grader=grader) as pool:
+    # Regrading rewrites samples and summaries: one writer per run folder, as for eval.
+    with RunLock(tgt.root, "eval --regrade"), Grader(workers=workers, timeout_s=timeout_s, grader=grader) as pool:
         for out in folders:
             t0 = time.perf_counter()
             rep = regrade_benchmark(out, pool, grader, data_dir, timeout_s)

@@ -115,14 +115,16 @@ def latest_completed_run(results_dir: Path) -> Path:
     return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
 
-def _run_target(run_dir: Path, label: str | None, allow_incomplete: bool = False) -> Target:
+def _run_target(run_dir: Path, label: str | None, allow_incomplete: bool = False,
+                verify_model: bool = True) -> Target:
     from rlbench_cli.evaluation.modelcheck import check_run_model
 
     manifest = _read_json(run_dir / "manifest.json")
     recipe = _read_recipe(run_dir)
     model = run_dir / "model"
     model_sha256 = sha256_dir(model) if model.is_dir() else ""
-    check_run_model(run_dir, manifest, model_sha256, allow_incomplete=allow_incomplete)
+    if verify_model:
+        check_run_model(run_dir, manifest, model_sha256, allow_incomplete=allow_incomplete)
     name = str(manifest.get("name") or manifest.get("run_name") or run_dir.name)
     recipe_name = str(manifest.get("recipe_name") or recipe.get("name") or name)
     seed = manifest.get("seed", recipe.get("seed"))
@@ -133,11 +135,13 @@ def _run_target(run_dir: Path, label: str | None, allow_incomplete: bool = False
     )
 
 
-def _base_target(model_path: Path, model_ref: str, slug: str, results_dir: Path, label: str | None) -> Target:
+def _base_target(model_path: Path, model_ref: str, slug: str, results_dir: Path, label: str | None,
+                 verify_model: bool = True) -> Target:
     """A base model's target; its manifest.json is written by eval_guard (running, then how the eval ended)."""
     from rlbench_cli.evaluation.modelcheck import check_model_folder
 
-    check_model_folder(model_path, fix="point at a whole Hugging Face model folder (config.json + weights)")
+    if verify_model:
+        check_model_folder(model_path, fix="point at a whole Hugging Face model folder (config.json + weights)")
     root = results_dir / f"base-{slug}"
     return Target(
         kind="base", model_path=model_path, model_ref=model_ref, model_sha256=sha256_dir(model_path),
@@ -160,8 +164,11 @@ def _hub_snapshot(hub_id: str) -> Path:
 
 
 def resolve_target(target: str | None, results_dir: Path, label: str | None = None,
-                   allow_incomplete: bool = False) -> Target:
-    """Turn the user's target (run folder, model folder, hub id, 'testbed' or None) into a Target."""
+                   allow_incomplete: bool = False, verify_model: bool = True) -> Target:
+    """Turn the user's target (run folder, model folder, hub id, 'testbed' or None) into a Target.
+
+    `verify_model=False` (regrading stored samples) skips the weights checks: nothing is loaded.
+    """
     results_dir = Path(results_dir)
     if target is None:
         return _run_target(latest_completed_run(results_dir), label)
@@ -180,9 +187,9 @@ def resolve_target(target: str | None, results_dir: Path, label: str | None = No
                     if status == "completed" else
                     f"wait for training to finish, or resume it with `rlbench train {recipe} --resume`",
                 )
-            return _run_target(path, label, allow_incomplete)
+            return _run_target(path, label, allow_incomplete, verify_model)
         if (path / "config.json").is_file():
-            return _base_target(path, str(path), slugify(path.resolve().name), results_dir, label)
+            return _base_target(path, str(path), slugify(path.resolve().name), results_dir, label, verify_model)
         raise UserError(
             "not a run folder (manifest.json + model/) nor a model folder (config.json)", where=str(path),
             fix="pass a run folder under results/, a Hugging Face model folder, or a hub id like org/name",
