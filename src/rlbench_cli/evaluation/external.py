@@ -245,15 +245,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "external"
 
 
-def _grade_item(problem: Any, completion: str) -> Any:
-    from rlbench_cli.evaluation.grader import GradeItem
-
-    meta = problem.meta or {}
-    return GradeItem(completion=completion, gold=problem.gold,
-                     multiple_answer=bool(meta.get("multiple_answer", meta.get("is_multiple_answer", False))),
-                     tolerance=meta.get("tolerance", meta.get("error")), unit=meta.get("unit"))
-
-
 def _prepare_folder(root: Path, source_sha: str) -> None:
     """One label and seed, one source file: regrading the same file is fine, another file is refused."""
     manifest = root / "manifest.json"
@@ -292,7 +283,7 @@ def run_external_eval(completions_file: Path, *, label: str, results_dir: Path, 
                       grader_workers: int = 2, grader_timeout_s: float = 5.0, console: Any = None) -> dict:
     """Grade `completions_file` into `<results_dir>/external-<label>-s<seed>/`; returns {benchmark: summary}."""
     from rlbench_cli.evaluation.benchmarks import load_benchmark
-    from rlbench_cli.evaluation.grader import GRADER_VERSION, Grader
+    from rlbench_cli.evaluation.grader import GRADER_VERSION, GradeItem, Grader
     from rlbench_cli.evaluation.metrics import maj_at_k, summarize
 
     path = Path(completions_file)
@@ -325,7 +316,7 @@ def run_external_eval(completions_file: Path, *, label: str, results_dir: Path, 
             problems = bench.problems
             order = [(p, j, by_problem[str(p.id)][j]) for p in problems for j in range(n_samples)]
             t0 = time.perf_counter()
-            verdicts = grader.grade_many([_grade_item(p, c.text) for p, _, c in order])
+            verdicts = grader.grade_many([GradeItem.for_problem(p, c.text) for p, _, c in order])
             grade_s = time.perf_counter() - t0
             rows = [{"problem_id": str(p.id), "sample_idx": j, "seed": None,
                      "prompt_sha256": sha256_text(c.prompt) if c.prompt is not None else None,

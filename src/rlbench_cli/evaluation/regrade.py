@@ -26,17 +26,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read ({e})", where=str(path), fix="restore the file or rerun the eval") from e
 
 
-def _grade_item(problem: Any, completion: str) -> Any:
-    from rlbench_cli.evaluation.grader import GradeItem
-
-    meta = getattr(problem, "meta", None) or {}
-    return GradeItem(
-        completion=completion, gold=problem.gold,
-        multiple_answer=bool(meta.get("multiple_answer", meta.get("is_multiple_answer", False))),
-        tolerance=meta.get("tolerance", meta.get("error")), unit=meta.get("unit"),
-    )
-
-
 def _load_problems(name: str, settings: dict[str, Any], n_problems: int | None, data_dir: Path | None,
                    where: Path) -> dict[str, Any]:
     from rlbench_cli.evaluation.benchmarks import load_benchmark
@@ -107,7 +96,10 @@ def regrade_benchmark(out: Path, grader: Any, grader_name: str, data_dir: Path |
     if unknown:
         raise UserError(f"samples of problems the benchmark does not have: {unknown[:5]}", where=str(out),
                         fix="pass --data-dir with the original benchmark files")
-    verdicts = grader.grade_many([_grade_item(problems[str(r["problem_id"])], r["completion"]) for r in all_rows])
+    from rlbench_cli.evaluation.grader import GradeItem
+
+    items = [GradeItem.for_problem(problems[str(r["problem_id"])], r["completion"]) for r in all_rows]
+    verdicts = grader.grade_many(items)
     to_right = to_wrong = 0
     for r, v in zip(all_rows, verdicts, strict=True):
         to_right += v.correct and not r.get("correct")

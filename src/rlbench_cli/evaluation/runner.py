@@ -330,17 +330,6 @@ def _majority_correct(rows: list[dict[str, Any]]) -> bool:
     return any(bool(r.get("correct")) for r in rows if r.get("pred") == winner)
 
 
-def _grade_item(problem: Any, completion: str) -> Any:
-    from rlbench_cli.evaluation.grader import GradeItem
-
-    meta = getattr(problem, "meta", None) or {}
-    return GradeItem(
-        completion=completion, gold=problem.gold,
-        multiple_answer=bool(meta.get("multiple_answer", meta.get("is_multiple_answer", False))),
-        tolerance=meta.get("tolerance", meta.get("error")), unit=meta.get("unit"),
-    )
-
-
 # ---------------------------------------------------------------- progress / display
 
 def _print_table(console: Any, summaries: dict[str, dict[str, Any]], k: int) -> None:
@@ -399,6 +388,8 @@ def _generate_pending(engines: _Engines, name: str, pending: list[tuple[Any, int
                       out: Path, suffix: str, *, seed: int, temperature: float, top_p: float,
                       max_new_tokens: int, chunk_samples: int, on_chunk: Any) -> None:
     """Generate, grade and append the pending (problem, sample_idx) pairs, one chunk at a time."""
+    from rlbench_cli.evaluation.grader import GradeItem
+
     samples_path, timings_path = out / f"samples{suffix}.jsonl", out / f"timings{suffix}.jsonl"
     repair_tail(samples_path)
     repair_tail(timings_path)
@@ -417,7 +408,7 @@ def _generate_pending(engines: _Engines, name: str, pending: list[tuple[Any, int
                                          max_new_tokens=max_new_tokens)
         gen_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        items = [_grade_item(p, c.text) for (p, _), c in zip(chunk, comps, strict=True)]
+        items = [GradeItem.for_problem(p, c.text) for (p, _), c in zip(chunk, comps, strict=True)]
         verdicts = engines.grader.grade_many(items)
         grade_s = time.perf_counter() - t0
         rows = [

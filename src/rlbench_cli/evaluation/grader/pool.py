@@ -33,6 +33,14 @@ class GradeItem:
     tolerance: float | None = None
     unit: str | None = None
 
+    @classmethod
+    def for_problem(cls, problem: Any, completion: str) -> GradeItem:
+        """One completion of a benchmark problem, with the problem's multi-answer, tolerance and unit fields."""
+        meta = getattr(problem, "meta", None) or {}
+        return cls(completion=completion, gold=problem.gold,
+                   multiple_answer=bool(meta.get("multiple_answer", meta.get("is_multiple_answer", False))),
+                   tolerance=meta.get("tolerance", meta.get("error")), unit=meta.get("unit"))
+
 
 def make_key(item: GradeItem, grader: str = "rlbench") -> Key:
     """The dedup key of one answer: what is graded, and with which settings."""
