@@ -101,6 +101,19 @@ def test_run_keys_track_overrides_and_seeds() -> None:
     assert run_spec(Arm(recipe="tiny/grpo.yaml", overrides=["output.dir=elsewhere"]), 0).key == plain.key
 
 
+def test_an_arm_with_overrides_is_its_own_compare_row() -> None:
+    """`rlbench compare` groups seeds by recipe name: Reinforce with drop_all_wrong must not pool with Reinforce."""
+    from rlbench_cli.reproduce.plan import load_arm_recipe
+
+    plain = load_arm_recipe(Arm(recipe="tiny/reinforce.yaml"), 0)
+    dropped = load_arm_recipe(Arm(recipe="tiny/reinforce.yaml", overrides=["algorithm.drop_all_wrong=true"]), 0)
+    threads = load_arm_recipe(Arm(recipe="tiny/reinforce.yaml", overrides=["torch_threads=1"]), 0)
+    assert (plain.name, dropped.name, threads.name) == (
+        "tiny-reinforce", "tiny-reinforce.drop_all_wrong_true", "tiny-reinforce")
+    assert run_spec(Arm(recipe="tiny/reinforce.yaml", overrides=["algorithm.drop_all_wrong=true"]), 0).key.startswith(
+        "tiny-reinforce.drop_all_wrong_true-s0-")
+
+
 def test_metrics_from_run_files_and_cache_marker(tmp_path: Path) -> None:
     from rlbench_cli.reproduce.spec import Metric
 

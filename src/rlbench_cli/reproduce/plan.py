@@ -9,7 +9,9 @@ folder is reused, so a rerun or a larger --seeds trains only what is missing. Tw
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,25 @@ def _recipe_file(recipe: str) -> Path:
                     fix=f"give a path relative to {RECIPES_DIR} (e.g. tiny/grpo.yaml)")
 
 
+_EXECUTION_KEYS = ("torch_threads",)  # overrides that change how a run executes, not what it trains
+
+
+def arm_run_name(recipe_name: str, overrides: Sequence[str]) -> str:
+    """'tiny-grpo' + ['algorithm.clip_high=0.28'] -> 'tiny-grpo.clip_high_0.28' (recipe-name characters only)."""
+    parts = [re.sub(r"[^A-Za-z0-9_.\-]", "_", o.split("=", 1)[0].rsplit(".", 1)[-1] + "_" + o.split("=", 1)[-1])
+             for o in overrides if o.split("=", 1)[0] not in _EXECUTION_KEYS and not o.startswith("output.")]
+    return ".".join([recipe_name, *parts])
+
+
 def load_arm_recipe(arm: Arm, seed: int, runs_dir: Path | None = None, key: str | None = None) -> Any:
     """The arm's Recipe at `seed` (output folder and run name set when given)."""
     from rlbench_cli.config import load_recipe
 
     extra = [*arm.overrides, f"seed={seed}"]
+    recipe = load_recipe(_recipe_file(arm.recipe), extra)
+    if arm_run_name(recipe.name, arm.overrides) != recipe.name:
+        # an arm with overrides is its own row in `rlbench compare`, not extra seeds of the plain recipe
+        extra.append(f"name={arm_run_name(recipe.name, arm.overrides)}")
     if runs_dir is not None and key is not None:
         extra += [f"output.dir={runs_dir}", f"output.run_name={key}"]
     return load_recipe(_recipe_file(arm.recipe), extra)
