@@ -320,6 +320,10 @@ class OptimConfig(Section):
         description="Prompts per optimizer step (paper: 512 of 1024 → 2 steps per rollout). "
         "Default: prompts_per_batch (on-policy, 1 step per rollout).",
     )
+    ppo_epochs: int = Field(
+        1, ge=1, description="Passes over each rollout (TRL num_iterations; paper: 1). Optimizer steps per rollout "
+        "= mini-batches × ppo_epochs; every step after the first is off-policy. RL runner only.",
+    )
     micro_batch_size: int = Field(
         16, ge=1, description="Responses per forward/backward pass per device (gradient accumulation)."
     )
@@ -417,20 +421,23 @@ class Recipe(Section):
                 f"optim.micro_batch_size ({self.optim.micro_batch_size}) must divide the responses per optimizer "
                 f"step (mini_batch_prompts × n = {mini * self.rollout.n})"
             )
-        every, per_rollout = self.output.checkpoint_every, self.rollout.prompts_per_batch // mini
+        every, per_rollout = self.output.checkpoint_every, self.steps_per_rollout
         if every and every % per_rollout:
             # TRL buffers a rollout's generations in memory; a checkpoint inside a rollout loses the rest of
             # it and a resumed run would no longer match an uninterrupted one.
             up = (every // per_rollout + 1) * per_rollout
             raise ValueError(
                 f"output.checkpoint_every ({every}) must be a multiple of the optimizer steps per rollout "
-                f"({per_rollout} = prompts_per_batch / mini_batch_prompts), so checkpoints fall on rollout "
+                f"({per_rollout} = prompts_per_batch / mini_batch_prompts × ppo_epochs), so checkpoints fall on rollout "
                 f"boundaries: use e.g. output.checkpoint_every={up}"
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError("data.path is required when data.source is 'jsonl'")
         if self.data.source == "hub" and not self.data.hub_id:
             raise ValueError("data.hub_id is required when data.source is 'hub'")
+        if self.optim.ppo_epochs > 1 and ALGORITHM_DEFAULTS[self.algorithm.name]["runner"] != "rl":
+            raise ValueError(f"optim.ppo_epochs applies to the RL runner only, not to {self.algorithm.name}: "
+                             "set optim.ppo_epochs=1")
         if self.algorithm.name == "ppo" and self.rollout.n != 1:
             raise ValueError("PPO uses one response per prompt: set rollout.n=1")
         return self
@@ -440,8 +447,13 @@ class Recipe(Section):
         return self.output.run_name or f"{self.name}-s{self.seed}"
 
     @property
-    def steps_per_rollout(self) -> int:
+    def mini_batches_per_rollout(self) -> int:
         return self.rollout.prompts_per_batch // (self.optim.mini_batch_prompts or self.rollout.prompts_per_batch)
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Optimizer steps per rollout: mini-batches × ppo_epochs."""
+        return self.mini_batches_per_rollout * self.optim.ppo_epochs
 
 
 def resolve_defaults(recipe: Recipe) -> Recipe:

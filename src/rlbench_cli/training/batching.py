@@ -44,7 +44,8 @@ def plan(recipe: Recipe, num_processes: int = 1, n_prompts: int | None = None) -
         "num_processes": num_processes,
         "micro_batch_size_per_device": o.micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
-        "trl_steps_per_generation": grad_accum * steps_per_rollout,
+        "ppo_epochs": o.ppo_epochs,
+        "trl_steps_per_generation": grad_accum * recipe.mini_batches_per_rollout,
     }
     if n_prompts is not None:
         rollouts_per_epoch = max(1, n_prompts // r.prompts_per_batch)

@@ -328,7 +328,7 @@ def grpo_config(recipe: Recipe, run: RunContext, max_steps: int, num_processes: 
         gradient_accumulation_steps=p["gradient_accumulation_steps"],
         steps_per_generation=p["trl_steps_per_generation"],
         num_generations=ro.n,
-        num_iterations=1,
+        num_iterations=recipe.optim.ppo_epochs,
         temperature=ro.temperature,
         top_p=ro.top_p,
         top_k=0,
