@@ -81,12 +81,12 @@ bench: install
 	$(PY) bench/bench_grader.py
 	$(PY) bench/bench_generation.py
 
-# Mutation testing (issue 16; not part of `make test`): mutmut on the math, metrics, statistics, records and the
-# RL wiring, with the fast tests named in pyproject.toml [tool.mutmut]; then the per-module report.
+# Mutation testing (issue 16; not part of `make test`): mutmut group by group (tests/mutation_run.py: the math,
+# metrics and statistics, records, the RL runner's advantage/loss wiring), each with its fast tests; then the
+# per-module report. MUTMUT_CHILDREN sets the parallel workers (default 2).
 mutants: $(VENV)/.mutation
 	rm -rf mutants
-	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
-	$(PY) tests/mutation_report.py --survivors
+	OMP_NUM_THREADS=1 $(PY) tests/mutation_run.py --survivors
 
 $(VENV)/.mutation: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[dev,mutation]"

@@ -57,9 +57,8 @@ MUTATIONS = (
              "    fd, tmp = tempfile.mkstemp(",
              ("tests/test_crash_safety.py",)),
     Mutation("eval runner drops multi-answer, tolerance and unit", "evaluation/runner.py",
-             "return GradeItem(\n        completion=completion, gold=problem.gold,",
-             "return GradeItem(completion=completion, gold=problem.gold)\n    return GradeItem(\n"
-             "        completion=completion, gold=problem.gold,",
+             "items = [GradeItem.for_problem(p, c.text) for",
+             "items = [GradeItem(completion=c.text, gold=p.gold) for",
              ("tests/test_eval_grading_wiring.py",)),
     Mutation("maj@k counted as any sample correct", "evaluation/runner.py",
              '"""Whether the most common extracted answer (ties: the one seen first) is graded correct."""',

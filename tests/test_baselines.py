@@ -12,6 +12,7 @@ from rlbench_cli.algorithms.baselines import (
     kl_shaped_rewards,
     lite_ppo_advantage,
     opo_advantage,
+    opo_batch_advantage,
     reinforce_pp_advantage,
     remax_advantage,
     riskpo_advantage,
@@ -33,6 +34,17 @@ def t(x):  # noqa: ANN001, ANN201
 ])
 def test_opo(rewards, lengths, expected) -> None:  # noqa: ANN001
     assert torch.allclose(opo_advantage(t(rewards), t(lengths)), t(expected), atol=1e-12)
+
+
+@pytest.mark.parametrize(("rewards", "lengths", "expected"), [
+    ([[1, 0], [1, 1]], [[2, 4], [1, 3]], [[1 - 6 / 10, -6 / 10], [1 - 6 / 10, 1 - 6 / 10]]),  # b = (2+1+3)/10
+    ([[1, 1], [1, 1]], [[2, 4], [1, 3]], [[0, 0], [0, 0]]),                                  # all equal
+    ([[1]], [[5]], [[0]]),                                                                   # one response
+    ([[1, NAN], [0, 1]], [[1, 9], [3, 4]], [[1 - 5 / 8, 0], [-5 / 8, 1 - 5 / 8]]),           # NaN: out of b
+    ([[1, 0]], [[0, 0]], [[0, 0]]),                                                          # no tokens at all
+])
+def test_opo_batch(rewards, lengths, expected) -> None:  # noqa: ANN001
+    assert torch.allclose(opo_batch_advantage(t(rewards), t(lengths)), t(expected), atol=1e-12)
 
 
 @pytest.mark.parametrize(("rewards", "expected"), [
@@ -136,6 +148,17 @@ def test_riskpo_bundle_advantage(kw, per_paper, scale) -> None:  # noqa: ANN001
     a = riskpo_advantage(t(_RISK), bundle=2, alpha=0.25, beta=0.75, **kw)
     expected = t([[p / _SD * s for p in per_paper] for s in scale])
     assert torch.allclose(a, expected, atol=1e-4), a
+
+
+def test_riskpo_score_credit() -> None:
+    # RiskPO core_algos credit_assign_mode "score": 0.5 x the paper's advantage for a response scoring > 0, else 1.5
+    a = riskpo_advantage(t(_RISK), bundle=2, alpha=0.25, beta=0.75, mix_weight=0.0, credit="score")
+    per_paper = [0, -0.5, -0.5, -1.0]
+    expected = t([[p / _SD * (0.5 if r > 0 else 1.5) for p, r in zip(per_paper, row, strict=True)] for row in _RISK])
+    assert torch.allclose(a, expected, atol=1e-4), a
+    # with rlbench's {-1, 1} rewards, "> 0" is still "correct"
+    b = riskpo_advantage(t(_RISK) * 2 - 1, bundle=2, alpha=0.25, beta=0.75, mix_weight=0.0, credit="score")
+    assert torch.allclose(b, expected, atol=1e-4), b  # S and q scale by 2 and shift, std(S) scales by 2: same A
 
 
 def test_riskpo_edge_cases() -> None:

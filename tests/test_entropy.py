@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from rlbench_cli.algorithms.entropy import em_ft_loss, em_inf_adjust, em_rl_rewards, token_entropy
+from rlbench_cli.algorithms.entropy import (
+    adaptive_temperature,
+    em_ft_loss,
+    em_inf_adjust,
+    em_rl_rewards,
+    token_entropy,
+)
 
 
 def t(x):  # noqa: ANN001, ANN201
@@ -66,3 +72,41 @@ def test_em_inf_threshold_and_row_independence() -> None:
     near = em_inf_adjust(flat, threshold=0.0, kl_weight=1e6, lr=0.1, steps=3)
     far = em_inf_adjust(flat, threshold=0.0, kl_weight=0.0, lr=0.1, steps=3)
     assert token_entropy(far) < token_entropy(near) + 1e-9
+
+
+def test_adaptive_temperature_bisects_to_the_target_entropy() -> None:
+    # logits [0, 1]: H0 = 0.5822, target 0.85 * H0 = 0.4949. T = 0.505 gives H = 0.3695 (below the target by more
+    # than tol 0.1: t_min = 0.505); T = (0.505 + 1) / 2 = 0.7525 gives H = 0.5132, within tol: stop there.
+    out = adaptive_temperature(torch.tensor([[0.0, 1.0]]), target_ratio=0.85, t_min=0.01, t_max=1.0, tol=0.1)
+    assert torch.allclose(out, torch.tensor([[0.0, 1.0 / 0.7525]]), atol=1e-6)
+    # max_iter 1: the first midpoint is used even though it missed the target
+    one = adaptive_temperature(torch.tensor([[0.0, 1.0]]), target_ratio=0.85, max_iter=1)
+    assert torch.allclose(one, torch.tensor([[0.0, 1.0 / 0.505]]), atol=1e-6)
+    # a step already at most `threshold` keeps T = 1; rows are independent
+    sharp = torch.tensor([[0.0, 30.0]])
+    both = adaptive_temperature(torch.cat([torch.tensor([[0.0, 1.0]]), sharp]), threshold=1e-5)
+    assert torch.equal(both[1], sharp[0]) and torch.allclose(both[0], out[0], atol=1e-6)
+    # uniform logits are temperature-invariant: the bisection runs out (max_iter) and returns the last midpoint
+    flat = adaptive_temperature(torch.zeros(1, 4), max_iter=3)
+    assert torch.equal(flat, torch.zeros(1, 4))
+
+
+def test_em_inf_settings_follow_the_recipe_mode() -> None:
+    from rlbench_cli.cli_support import em_inf_settings
+
+    base = {"em_inf": True, "em_inf_mode": "logits", "em_inf_threshold": 0.3, "em_inf_kl_weight": 0.05,
+            "em_inf_lr": 0.1, "em_inf_steps": 3, "em_inf_target_ratio": 0.85, "em_inf_t_min": 0.01,
+            "em_inf_t_max": 1.0, "em_inf_tol": 0.1, "em_inf_max_iter": 100, "em_inf_min_entropy": 1e-5}
+    assert em_inf_settings(base, None) == {"threshold": 0.3, "kl_weight": 0.05, "lr": 0.1, "steps": 3}
+    assert em_inf_settings(base, False) is None
+    assert em_inf_settings(base | {"em_inf_mode": "adaptive_temp"}, None) == {
+        "mode": "adaptive_temp", "target_ratio": 0.85, "t_min": 0.01, "t_max": 1.0, "tol": 0.1, "max_iter": 100,
+        "threshold": 1e-5}
+
+
+def test_em_inf_defaults_are_the_authors_math_script() -> None:
+    # shivamag125/EM_PT evaluation_scripts/em_inf_eval.sh (TASK=math) and eval_model_ckpt.sh: 0.3, 0.05, 0.1, 3
+    from rlbench_cli.config import EvalConfig
+
+    ev = EvalConfig()
+    assert (ev.em_inf_threshold, ev.em_inf_kl_weight, ev.em_inf_lr, ev.em_inf_steps) == (0.3, 0.05, 0.1, 3)

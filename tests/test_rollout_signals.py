@@ -53,6 +53,9 @@ def test_opo_and_lite_ppo_reach_the_loss() -> None:
     _, adv, _ = rollout_advantages(_trainer({"name": "opo"}), [], out, rewards, rewards == 1.0)
     # group 0: b = (1 - 3 + 1 - 3) / 8 = -0.5 -> A = [1.5, -0.5, 1.5, -0.5]; group 1 all equal -> 0
     assert torch.allclose(adv, torch.tensor([1.5, -0.5, 1.5, -0.5, 0, 0, 0, 0]))
+    # opo_baseline batch (LMOps "optimal_batch"): b = (1 - 3 + 1 - 3 + 8) / 16 = 0.25 over the whole batch
+    _, adv, _ = rollout_advantages(_trainer({"name": "opo", "opo_baseline": "batch"}), [], out, rewards, rewards == 1.0)
+    assert torch.allclose(adv, torch.tensor([0.75, -1.25, 0.75, -1.25, 0.75, 0.75, 0.75, 0.75]))
     _, adv, _ = rollout_advantages(_trainer({"name": "lite_ppo"}), [], out, rewards, rewards == 1.0)
     std = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0]).std().item()  # batch std of raw rewards
     assert torch.allclose(adv, torch.tensor([1, -1, 1, -1, 0, 0, 0, 0]) / (std + 1e-6), atol=1e-6)
@@ -85,6 +88,11 @@ def test_ttrl_trains_on_the_first_half_with_vote_rewards(monkeypatch: pytest.Mon
     assert correct.tolist() == [True, True] + [False] * 6
     assert rewards[4:6].tolist() == [-1.0, -1.0] and torch.isnan(rewards[6:]).all()
     assert info["vote_share"] == pytest.approx((0.5 + 0.5) / 2)
+    # TTRL's extraction: unboxed answers vote too ("The answer is 5", the last number), in canonical form
+    texts[:4] = ["The answer is 5", r"\boxed{5.0}", r"\boxed{6}", "so 5 it is"]
+    rewards, _, info = shape_rewards(tr, _out([1] * 8), gold)
+    assert rewards[:2].tolist() == [1.0, 1.0]  # majority "5" (3 of 4); both trained rows agree with it
+    assert info["vote_share"] == pytest.approx((0.75 + 0.5) / 2)
 
 
 def test_kl_in_the_reward_subtracts_the_sequence_k1() -> None:

@@ -47,6 +47,7 @@ def test_dry_run_prints_the_resolved_choices() -> None:
     ("algorithm.vote_train_n=9", "vote_train_n"),
     ("algorithm.drop_all_wrong=true", "reward_source"),
     ("optim.micro_batch_size=4", "whole groups"),   # GVPO: divides the step, but not a multiple of n = 8
+    ("algorithm.opo_baseline=batch", "opo_baseline"),  # an OPO setting on GRPO
 ])
 def test_impossible_settings_are_one_line_errors(override: str, key: str) -> None:
     recipe = {"gfpo": "gfpo", "vote": "ttrl", "drop": "em_rl", "micro": "gvpo"}.get(
@@ -62,3 +63,15 @@ def test_checkpoints_must_fall_on_reference_resets() -> None:
     assert code == 2 and "ref_reset_every" in err
     code, _, err = run_cli("validate", "recipes/tiny/prorl.yaml", "--set", "model.lora.enabled=true")
     assert code == 2 and "LoRA" in err
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_the_command_a_recipe_opens_with_passes_the_launch_checks(recipe: Path) -> None:
+    # e.g. a dynamic-sampling recipe (DAPO's filter: KL-Cov, Clip-Cov) must not open with --num-processes 8
+    import re
+
+    from rlbench_cli.training.launch import check_processes
+
+    first = recipe.read_text().splitlines()[0]
+    found = re.search(r"--num-processes\s+(\d+)", first)
+    check_processes(load_recipe(recipe), int(found.group(1)) if found else 1)

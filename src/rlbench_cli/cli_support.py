@@ -45,6 +45,10 @@ def em_inf_settings(defaults: dict, flag: bool | None) -> dict | None:
     """EM-INF settings from the recipe's eval section (or its defaults) when on, else None."""
     if not (defaults["em_inf"] if flag is None else flag):
         return None
+    if defaults.get("em_inf_mode") == "adaptive_temp":
+        keys = {"target_ratio": "target_ratio", "t_min": "t_min", "t_max": "t_max", "tol": "tol",
+                "max_iter": "max_iter", "threshold": "min_entropy"}
+        return {"mode": "adaptive_temp"} | {key: defaults[f"em_inf_{name}"] for key, name in keys.items()}
     return {key: defaults[f"em_inf_{key}"] for key in ("threshold", "kl_weight", "lr", "steps")}
 
 
@@ -57,8 +61,10 @@ def eval_defaults(chosen: str | None) -> dict:
     from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
 
     defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
-                "max_new_tokens": 4096, "batch_size": 64, "em_inf": False, "em_inf_threshold": 0.1,
-                "em_inf_kl_weight": 0.001, "em_inf_lr": 0.1, "em_inf_steps": 3, "grader": "rlbench"}
+                "max_new_tokens": 4096, "batch_size": 64, "em_inf": False, "em_inf_mode": "logits",
+                "em_inf_threshold": 0.3, "em_inf_kl_weight": 0.05, "em_inf_lr": 0.1, "em_inf_steps": 3,
+                "em_inf_target_ratio": 0.85, "em_inf_t_min": 0.01, "em_inf_t_max": 1.0, "em_inf_tol": 0.1,
+                "em_inf_max_iter": 100, "em_inf_min_entropy": 1e-5, "grader": "rlbench"}
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
         v1 = json.loads((folder / "testbed.json").read_text()).get("testbed_version", "v1") == "v1"

@@ -81,7 +81,7 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
                  "dynamic_sampling": True, **_NO_KL},
     "remax": {"runner": "rl", "label": "ReMax", "estimator": "remax", **_CLIP_ONLY, **_NO_KL,
               "kl_in_reward_coef": 0.001},
-    "opo": {"runner": "rl", "label": "OPO", "estimator": "opo", **_CLIP_ONLY, **_NO_KL},
+    "opo": {"runner": "rl", "label": "OPO", "estimator": "opo", **_CLIP_ONLY, **_NO_KL, "opo_baseline": "group"},
     "gfpo": {"runner": "rl", "label": "GFPO", "estimator": "grpo", **_PPO_CLIP, **_PAPER_KL, "gfpo_metric": "length",
              "gfpo_filtered": "zero"},
     "ttrl": {"runner": "rl", "label": "TTRL", "estimator": "grpo", **_CLIP_ONLY, **_PAPER_KL,
@@ -264,6 +264,9 @@ class AlgorithmConfig(Section):
         "(EM-RL token), seq_logprob (EM-RL sequence). Logged accuracy always uses the grader.")
     em_reduce: Literal["mean", "sum"] | None = Field(None, description="EM-RL: token mean (code) or sum (paper).")
     vote_train_n: int | None = Field(None, ge=1, description="TTRL: train on the first N of each group; all n vote.")
+    opo_baseline: Literal["group", "batch"] | None = Field(
+        None, description="OPO: length-weighted baseline over the group (LMOps optimal) or the whole batch "
+        "(optimal_batch, their REINFORCE++ variant).")
     gfpo_keep: int | None = Field(None, ge=1, description="GFPO: keep the k best of a group's n (gfpo: n/2; null off).")
     gfpo_metric: Literal["length", "reward_per_token"] | None = Field(
         None, description="GFPO: rank by length (shortest kept) or reward per token (highest kept).")
@@ -277,7 +280,8 @@ class AlgorithmConfig(Section):
     riskpo_beta: float | None = Field(None, ge=0, le=1, description="RiskPO: upper quantile (MATH script: 0.9).")
     riskpo_mix_weight: float | None = Field(None, ge=0, description="RiskPO: CVaR mixing weight w (1.5; 0 = off).")
     riskpo_natural_baseline: bool | None = Field(None, description="RiskPO: add q_a - q_b to the RVaR advantage.")
-    riskpo_credit: Literal["std", "sum_mean", "uniform"] | None = Field(None, description="RiskPO: credit assignment.")
+    riskpo_credit: Literal["std", "sum_mean", "uniform", "score"] | None = Field(
+        None, description="RiskPO: credit assignment (std, sum_mean, uniform, score: 0.5x if reward > 0 else 1.5x).")
 
 
 class RolloutConfig(Section):
@@ -363,10 +367,21 @@ class EvalConfig(Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
     em_inf: bool = Field(False, description="EM-INF: a few Adam steps lowering each decoding step's entropy on the "
                          "logits (hf backend; arXiv 2505.15134). Recorded in the eval settings.")
-    em_inf_threshold: float = Field(0.1, ge=0, description="EM-INF: stop once the entropy is below this (math: 0.1).")
-    em_inf_kl_weight: float = Field(0.001, ge=0, description="EM-INF: weight of KL(p_orig || p) (math: 0.001).")
+    em_inf_mode: Literal["logits", "adaptive_temp"] = Field(
+        "logits", description="EM-INF: logits (Adam on each step's logits) or adaptive_temp (bisect each step's "
+        "temperature to a target entropy; the authors' adaptive-temperature variant).")
+    em_inf_threshold: float = Field(0.3, ge=0, description="EM-INF: stop once the entropy is below this (math: 0.3).")
+    em_inf_kl_weight: float = Field(0.05, ge=0, description="EM-INF: weight of KL(p_orig || p) (math: 0.05).")
     em_inf_lr: float = Field(0.1, gt=0, description="EM-INF: Adam learning rate on the logits (0.1).")
     em_inf_steps: int = Field(3, ge=1, le=100, description="EM-INF: Adam steps per decoding step at most (math: 3).")
+    em_inf_target_ratio: float = Field(0.85, gt=0, le=1, description="Adaptive temperature: target entropy as a "
+                                       "fraction of the step's entropy (math: 0.85).")
+    em_inf_t_min: float = Field(0.01, gt=0, description="Adaptive temperature: lowest temperature (0.01).")
+    em_inf_t_max: float = Field(1.0, gt=0, description="Adaptive temperature: highest temperature (1).")
+    em_inf_tol: float = Field(0.1, gt=0, description="Adaptive temperature: entropy tolerance of the bisection (0.1).")
+    em_inf_max_iter: int = Field(100, ge=1, le=1000, description="Adaptive temperature: bisection steps at most.")
+    em_inf_min_entropy: float = Field(1e-5, ge=0, description="Adaptive temperature: leave a step whose entropy is "
+                                      "at most this unchanged; also the lowest target (1e-5).")
 
 
 class OutputConfig(Section):

@@ -32,11 +32,14 @@ def resolve_wave2(recipe: Any, rl_algorithms: tuple[str, ...]) -> None:
     if algo.gfpo_keep is not None and not 2 <= algo.gfpo_keep <= n:
         raise UserError(f"algorithm.gfpo_keep ({algo.gfpo_keep}) must be in 2..rollout.n ({n}): the GRPO advantage "
                         "over the kept responses needs at least two", where=f"{where}.gfpo_keep")
+    if algo.opo_baseline is not None and algo.estimator != "opo":
+        raise UserError(f"algorithm.opo_baseline is an OPO setting; the estimator here is {algo.estimator}",
+                        where=f"{where}.opo_baseline", fix="remove it or use algorithm.name=opo")
     if algo.vote_train_n is not None and algo.vote_train_n > n:
         raise UserError(f"algorithm.vote_train_n ({algo.vote_train_n}) exceeds rollout.n ({n})",
                         where=f"{where}.vote_train_n", fix=f"use at most {n}")
-    group_stats = (algo.estimator in ("opo", "lite_ppo", "reinforce_pp_baseline")
-                   or algo.reward_source == "majority_vote")
+    group_stats = (algo.estimator in ("lite_ppo", "reinforce_pp_baseline") or algo.reward_source == "majority_vote"
+                   or (algo.estimator == "opo" and algo.opo_baseline != "batch"))
     if group_stats and n < 2:
         raise UserError(f"{algo.name} compares the responses of a group: rollout.n must be >= 2",
                         where="rollout.n", fix="set rollout.n=2 or more")

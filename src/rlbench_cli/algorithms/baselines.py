@@ -33,6 +33,19 @@ def opo_advantage(grouped_rewards: torch.Tensor, lengths: torch.Tensor, *,
     return torch.where(v, a, torch.zeros_like(a))
 
 
+def opo_batch_advantage(grouped_rewards: torch.Tensor, lengths: torch.Tensor, *,
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
+    """OPO's batch-level baseline (microsoft/LMOps compute_opo_outcome_advantage, value_baseline="optimal_batch",
+    "the optimal reward baseline for Reinforce++"): b = sum |o_i| r_i / sum |o_i| over every valid response of the
+    batch, A = r - b, no std division and no token whitening (LMOps returns these scores as the advantages)."""
+    r, v = _prep(grouped_rewards, valid)
+    w = torch.where(v, lengths.to(torch.float64).reshape(r.shape), torch.zeros_like(r))
+    total = w.sum()
+    if total <= 0:
+        return torch.zeros_like(r)
+    return torch.where(v, r - (w * r).sum() / total, torch.zeros_like(r))
+
+
 def lite_ppo_advantage(grouped_rewards: torch.Tensor, *, valid: torch.Tensor | None = None,
                        std_eps: float = 1e-6) -> torch.Tensor:
     """Lite-PPO (arXiv 2508.08221; ROLL reward_norm with norm_mean_type=group, norm_std_type=batch):
@@ -157,7 +170,7 @@ def token_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     return mean, var
 
 
-RISKPO_CREDIT = ("std", "sum_mean", "uniform")
+RISKPO_CREDIT = ("std", "sum_mean", "uniform", "score")
 
 
 def riskpo_advantage(grouped_rewards: torch.Tensor, *, bundle: int = 5, alpha: float = 0.2, beta: float = 0.9,
@@ -174,7 +187,8 @@ def riskpo_advantage(grouped_rewards: torch.Tensor, *, bundle: int = 5, alpha: f
         A /= std(S over the bundle's papers, unbiased) + eps
     then credited to paper j's responses: "std": A_j / (std of that prompt's rewards, 1 if <= 1e-3, + eps);
     "sum_mean": A_j (r - mean_prompt) / sum over the paper's responses of (r - mean_prompt), or A_j / (prompts in
-    the bundle) when that sum is within 1e-6 of 0; "uniform": A_j. Missing (NaN) rewards count as 0.
+    the bundle) when that sum is within 1e-6 of 0; "uniform": A_j; "score": 0.5 A_j for a response whose reward is
+    > 0, else 1.5 A_j (the authors' credit_assign_mode "score"). Missing (NaN) rewards count as 0.
     The authors' quantile tracker only feeds logging in their code (its values reach meta_info after the advantage
     is computed), so the per-bundle batch quantiles used here are what their runs used.
     """
@@ -209,6 +223,8 @@ def riskpo_advantage(grouped_rewards: torch.Tensor, *, bundle: int = 5, alpha: f
             share = torch.where(total.abs() > 1e-6, ratio / torch.where(total.abs() > 1e-6, total, 1.0),
                                 torch.full_like(ratio, 1.0 / block.shape[0]))
             out[start:start + bundle] = a * share
+        elif credit == "score":
+            out[start:start + bundle] = a * torch.where(block > 0, 0.5, 1.5)
         else:
             out[start:start + bundle] = a
     return out

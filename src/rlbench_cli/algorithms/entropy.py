@@ -8,6 +8,8 @@
 - EM-INF: at each decoding step, a few Adam steps on a copy of the logits z minimising H(softmax z) +
   kl_weight * KL(p_orig || softmax z), stopping once H < threshold (shivamag125/EM_PT
   eval/utils/em_inf_utils.py::min_entropy_inference). No weights change.
+- EM-INF's adaptive-temperature variant (same file, AdaptiveTemperatureProcessor): bisect each step's temperature
+  until the entropy is within `tol` of target_ratio x the original entropy.
 Tests: tests/test_entropy.py.
 """
 
@@ -83,6 +85,60 @@ def em_inf_adjust(logits: torch.Tensor, *, threshold: float = 0.1, kl_weight: fl
                 z[~active] = before[~active]  # frozen rows keep their logits (Adam would still move them)
                 active = active & (token_entropy(z.detach()) >= threshold)
     return z.detach().to(logits.dtype)
+
+
+def _bisect_entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * torch.log(p + 1e-9)).sum(-1)  # the authors' entropy (+1e-9 inside the log)
+
+
+def adaptive_temperature(scores: torch.Tensor, *, target_ratio: float = 0.85, t_min: float = 0.01,
+                         t_max: float = 1.0, tol: float = 0.1, max_iter: int = 100,
+                         threshold: float = 1e-5) -> torch.Tensor:
+    """EM-INF adaptive temperature (shivamag125/EM_PT eval/utils/em_inf_utils.py::AdaptiveTemperatureProcessor):
+    scores (B, V) / T per row, T found by bisection on [t_min, t_max].
+
+    target = max(threshold, target_ratio * H(softmax scores)); while H > threshold, up to max_iter times:
+    T = midpoint, H_T = H(softmax(scores / T)); stop when |H_T - target| < tol, else raise t_min (H_T < target) or
+    lower t_max. The last midpoint is used if the loop runs out; a row already at or below `threshold` keeps T = 1.
+    The authors' processor sees one sequence per call (vLLM); rows are independent here for the same reason.
+    Defaults: their math script (adaptive_temp_eval.sh: ratio 0.85, threshold 1e-5, [0.01, 1], tol 0.1, 100)."""
+    x = scores.detach().float()
+    h0 = _bisect_entropy(torch.softmax(x, dim=-1))
+    target = torch.clamp(target_ratio * h0, min=threshold)
+    lo = torch.full_like(h0, t_min)
+    hi = torch.full_like(h0, t_max)
+    temp = torch.ones_like(h0)
+    active = h0 > threshold
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        mid = (lo + hi) / 2
+        h = _bisect_entropy(torch.softmax(x / mid.unsqueeze(-1), dim=-1))
+        temp = torch.where(active, mid, temp)
+        done = (h - target).abs() < tol
+        lo = torch.where(active & ~done & (h < target), mid, lo)
+        hi = torch.where(active & ~done & (h >= target), mid, hi)
+        active = active & ~done
+    return (x / temp.unsqueeze(-1)).to(scores.dtype)
+
+
+def make_adaptive_temperature_processor(**settings: Any) -> Any:
+    """A transformers LogitsProcessor applying `adaptive_temperature` to each step's scores."""
+    from transformers import LogitsProcessor
+
+    class AdaptiveTemperatureProcessor(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            return adaptive_temperature(scores, **settings)
+
+    return AdaptiveTemperatureProcessor()
+
+
+def make_entropy_processor(em_inf: dict[str, Any]) -> Any:
+    """The processor an eval's `em_inf` settings ask for: mode adaptive_temp, else EM-INF's logit descent."""
+    settings = dict(em_inf)
+    if settings.pop("mode", "logits") == "adaptive_temp":
+        return make_adaptive_temperature_processor(**settings)
+    return make_em_inf_processor(**settings)
 
 
 def make_em_inf_processor(*, threshold: float, kl_weight: float, lr: float, steps: int) -> Any:

@@ -4,12 +4,70 @@ PRIME-RL/TTRL verl/workers/reward_manager/ttrl.py::TTRLRewardManager._compute_tt
 N_vote responses of a prompt vote, the majority answer is `Counter.most_common(1)` (ties go to the answer seen first;
 an empty / unparsed answer can win), and each response's reward is 1 if its answer verifies as equal to the majority
 answer under the same verifier as grading, else 0. Only the first N_train responses are trained on.
+The answers that vote are extracted as TTRL extracts them (`ttrl_answer`: verl/utils/reward_score/ttrl/qwen/
+qwen_math_parser.py::extract_answer), not only from a box.
 Tests: tests/test_pseudo_labels.py.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Callable
+
+_LAST_NUMBER_RE = re.compile(r"-?\d*\.?\d+")
+
+
+def _after_last_box(text: str) -> str:
+    ans = text.split("boxed")[-1]
+    if not ans:
+        return ""
+    if ans[0] != "{":
+        return ans.split("$")[0].strip()
+    depth, out = 1, []
+    for ch in ans[1:]:
+        depth += (ch == "{") - (ch == "}")
+        if depth == 0:
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+def ttrl_answer(text: str) -> str:
+    """The answer TTRL votes with (qwen_math_parser.extract_answer, math): Minerva's "final answer is $X$. I hope",
+    else the last `boxed` (brace-matched; `\\boxed 5` up to `$`), else what follows the last "he answer is" / "final
+    answer is", else the last number (commas removed), else "". Then line breaks are removed and a leading ":" and
+    trailing "." / "/" stripped. Their `strip_string` normalisation is left to the caller's vote key."""
+    if "final answer is $" in text and "$. I hope" in text:
+        pred = text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()
+    elif "boxed" in text:
+        pred = _after_last_box(text)
+    elif "he answer is" in text:
+        pred = text.split("he answer is")[-1].strip()
+    elif "final answer is" in text:
+        pred = text.split("final answer is")[-1].strip()
+    else:
+        numbers = _LAST_NUMBER_RE.findall(text.replace(",", ""))
+        pred = numbers[-1] if numbers else ""
+    pred = re.sub(r"\n\s*", "", pred)
+    if pred.startswith(":"):
+        pred = pred[1:]
+    if pred.endswith("."):
+        pred = pred[:-1]
+    if pred.endswith("/"):
+        pred = pred[:-1]
+    return pred.strip()
+
+
+def ttrl_vote_key(answer: str, normalize: Callable[[str], str] = str.strip) -> str:
+    """The form answers are counted in: `normalize` (rlbench passes its grader's canonical form, standing in for TTRL's
+    strip_string), then strip_string's own last rules: no spaces, and a number's trailing ".0…" dropped ("5.0" and
+    "5" are one vote). An empty answer stays empty."""
+    if not answer:
+        return ""
+    key = normalize(answer).replace(" ", "")
+    key = re.sub(r"(\d+)\.0*([^\d])", r"\1\2", key)
+    return re.sub(r"(\d+)\.0*$", r"\1", key)
 
 
 def majority_answer(answers: list[str]) -> tuple[str, float]:

@@ -166,9 +166,9 @@ def generate_with_model(model: Any, tokenizer: Any, prompts: list[str], seeds: l
                 attention[r, width - len(ids) :] = 1
             processors = LogitsProcessorList()
             if em_inf:
-                from rlbench_cli.algorithms.entropy import make_em_inf_processor
+                from rlbench_cli.algorithms.entropy import make_entropy_processor
 
-                processors.append(make_em_inf_processor(**em_inf))
+                processors.append(make_entropy_processor(em_inf))
             if temperature > 0:
                 processors.append(_make_processor([seeds[i] for i in idx], width, temperature, top_p))
             with torch.no_grad():

@@ -76,7 +76,16 @@ class RLBenchGRPOTrainer(GRPOTrainer):
 
     def _get_train_sampler(self, dataset=None):  # type: ignore[override]
         if not self.rb.algorithm.dynamic_sampling:
-            return super()._get_train_sampler(dataset)
+            # TRL's RepeatSampler, made resumable across epochs (training/sampler.py)
+            from rlbench_cli.training.sampler import EpochSeededRepeatSampler
+
+            return EpochSeededRepeatSampler(
+                data_source=self.train_dataset if dataset is None else dataset,
+                mini_repeat_count=self.num_generations,
+                batch_size=self.args.generation_batch_size // self.num_generations,
+                repeat_count=self.num_iterations * self.args.steps_per_generation,
+                shuffle=self.shuffle_dataset, seed=self.args.seed,
+            )
         self._rb_stream = PromptStream(
             self.train_dataset if dataset is None else dataset,
             prompts_per_chunk=self.args.generation_batch_size // self.num_generations,

@@ -24,6 +24,7 @@ from rlbench_cli.algorithms.baselines import (
     kl_shaped_rewards,
     lite_ppo_advantage,
     opo_advantage,
+    opo_batch_advantage,
     reinforce_pp_returns,
     remax_advantage,
     riskpo_advantage,
@@ -31,7 +32,7 @@ from rlbench_cli.algorithms.baselines import (
     whiten_tokens,
 )
 from rlbench_cli.algorithms.entropy import em_rl_rewards
-from rlbench_cli.algorithms.pseudo_labels import majority_labels, train_subset
+from rlbench_cli.algorithms.pseudo_labels import majority_labels, train_subset, ttrl_answer, ttrl_vote_key
 from rlbench_cli.algorithms.schedules import temperature_at
 
 # Estimators computed here; the others go through algorithms.advantages.compute_advantages.
@@ -111,10 +112,11 @@ def _majority_rewards(trainer: Any, out: dict[str, Any], n: int) -> tuple[torch.
     reward.incorrect; an empty (unparsed) majority gives every response of the group `incorrect`."""
     from accelerate.utils import gather_object
 
-    from rlbench_cli.evaluation.grader import GradeItem, Grader, extract_boxed
+    from rlbench_cli.evaluation.grader import GradeItem, Grader, normalize_answer
 
     texts = gather_object(_texts(trainer, out)) if trainer.accelerator.num_processes > 1 else _texts(trainer, out)
-    answers = [(extract_boxed(t) or "").strip() for t in texts]
+    # TTRL's extraction; votes counted in canonical form (TTRL: strip_string), so "5.0" and "5" are one answer
+    answers = [ttrl_vote_key(ttrl_answer(t), normalize_answer) for t in texts]
     labels, shares = majority_labels(answers, n)
     fn = trainer.reward_funcs[0]
     items = [GradeItem(completion=t, gold=g) for t, g in zip(texts, labels, strict=True) if g]
@@ -233,7 +235,8 @@ def rollout_advantages(trainer: Any, inputs: list[dict[str, Any]], out: dict[str
     grouped = adv_rewards.view(-1, n)
     if est in SEQUENCE_ESTIMATORS:
         if est == "opo":
-            adv = opo_advantage(grouped, lengths.view(-1, n))
+            opo = opo_batch_advantage if algo.opo_baseline == "batch" else opo_advantage
+            adv = opo(grouped, lengths.view(-1, n))
         elif est == "lite_ppo":
             adv = lite_ppo_advantage(grouped, std_eps=std_eps)
         elif est == "riskpo":
