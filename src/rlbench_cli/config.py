@@ -443,8 +443,8 @@ class Recipe(Section):
             up = (every // per_rollout + 1) * per_rollout
             raise ValueError(
                 f"output.checkpoint_every ({every}) must be a multiple of the optimizer steps per rollout "
-                f"({per_rollout} = prompts_per_batch / mini_batch_prompts × ppo_epochs), so checkpoints fall on rollout "
-                f"boundaries: use e.g. output.checkpoint_every={up}"
+                f"({per_rollout} = prompts_per_batch / mini_batch_prompts × ppo_epochs), so checkpoints fall on "
+                f"rollout boundaries: use e.g. output.checkpoint_every={up}"
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError("data.path is required when data.source is 'jsonl'")
