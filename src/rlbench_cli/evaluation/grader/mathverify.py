@@ -7,11 +7,18 @@ Math-Verify exactly as the reference paper's code calls it (Minimal-RL, verl/uti
 
 Math-Verify's own timeouts use `signal.alarm`, which fails outside the main thread, so they are off here; the
 process pool in `pool` enforces the per-answer limit instead (a timeout is a wrong answer, as in the paper).
+
+Parses and verdicts are memoised per process (pure functions of their strings): a gold is parsed once per worker,
+not once per sample, and an answer that several samples share is compared once. Math-Verify's own caches hold
+only its last 20 strings.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
+
+_CACHE_SIZE = 4096
 
 
 def quiet_math_verify() -> None:
@@ -25,13 +32,18 @@ def quiet_math_verify() -> None:
 
 def mv_parse(latex: str) -> list[Any]:
     """One answer (no surrounding text) parsed by Math-Verify: as inline math, else as a box."""
+    return list(_mv_parse_cached(latex))  # a fresh list: callers may not share the cached one
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _mv_parse_cached(latex: str) -> tuple[Any, ...]:
     from math_verify import parse
 
     quiet_math_verify()
     parsed = parse(f"${latex}$", parsing_timeout=None)
     if not parsed:
         parsed = parse(f"\\boxed{{{latex}}}", parsing_timeout=None)
-    return parsed
+    return tuple(parsed)
 
 
 def mv_verify(gold: list[Any], pred: list[Any]) -> bool:
@@ -40,6 +52,7 @@ def mv_verify(gold: list[Any], pred: list[Any]) -> bool:
     return bool(verify(gold, pred, timeout_seconds=None))
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def mv_equal(gold: str, pred: str, tolerance: float | None = None) -> bool:
     """Math-Verify's verdict on two answers, gold first (verify is asymmetric)."""
     g, p = mv_parse(gold), mv_parse(pred)
@@ -81,6 +94,7 @@ def mv_extract_completion(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def mv_extract_gold(gold: str) -> str | None:
     """The answer in a gold that holds boxes (a full reference solution, or one box per part), by Math-Verify's
     gold extraction: it decides which boxes belong together. Parts come back comma-separated."""
@@ -98,7 +112,7 @@ def paper_math_verify(completion: str, gold: str) -> tuple[bool, dict[str, Any]]
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     quiet_math_verify()
-    g = parse("\\boxed{" + gold + "}", (LatexExtractionConfig(),), parsing_timeout=None)
+    g = list(_paper_gold(gold))
     p = parse(completion, (ExprExtractionConfig(), LatexExtractionConfig()), parsing_timeout=None)
     info = {"gold_parsed": [str(x) for x in g], "pred_parsed": [str(x) for x in p]}
     if not g:  # math_metric raises on an empty gold; the paper's wrapper turns that into score 0
@@ -107,3 +121,11 @@ def paper_math_verify(completion: str, gold: str) -> tuple[bool, dict[str, Any]]
 
     ok = bool(verify(g, p, 6, timeout_seconds=None))
     return ok, {**info, "rule": "math-verify verify (paper's call)"}
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _paper_gold(gold: str) -> tuple[Any, ...]:
+    """The paper's parse of a gold answer (once per process, not once per sample)."""
+    from math_verify import LatexExtractionConfig, parse
+
+    return tuple(parse("\\boxed{" + gold + "}", (LatexExtractionConfig(),), parsing_timeout=None))

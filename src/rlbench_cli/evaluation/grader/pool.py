@@ -121,8 +121,9 @@ def _context() -> Any:
     # forkserver: workers fork from a clean server (no threads, no torch state) and start fast after a kill.
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        # Takes effect only if the server is not running yet; then workers start with sympy already imported.
-        ctx.set_forkserver_preload(["rlbench_cli.evaluation.grader.pool", "math_verify"])
+        # Takes effect only if the server is not running yet; then workers start with Math-Verify imported and its
+        # parser warmed up (see `warmup`), also after a worker is killed at the limit.
+        ctx.set_forkserver_preload(["rlbench_cli.evaluation.grader.warmup"])
         return ctx
     return mp.get_context("spawn")
 
@@ -158,6 +159,10 @@ class Grader:
         for w in self._workers:
             w.stop()
         self._workers = []
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (bench/bench_grader.py reads their CPU time)."""
+        return [w.proc.pid for w in self._workers if w.proc.pid is not None]
 
     def _ensure_workers(self) -> None:
         if self._ctx is None:
