@@ -124,10 +124,8 @@ def test_two_grpo_steps_change_the_weights(smol_dir: Path, tmp_path: Path) -> No
     assert _changed(smol_dir, run / "model")
 
 
-# Cause found and fixed (training/sampler.py; tiny-model check in tests/test_resume_epochs.py): the 3-prompt fixture
-# puts step 2 in the second epoch, and TRL's sampler replayed epoch 0's prompt order after a resume. Not yet re-run
-# on SmolLM2 with the fix (43 min wall under load): drop this xfail once it passes.
-@pytest.mark.xfail(strict=False, reason="fix in training/sampler.py not yet re-verified on SmolLM2 (issue 13)")
+# Once a defect: TRL's sampler replayed epoch 0's prompt order after a resume in a later epoch (the 3-prompt fixture
+# puts step 2 in the second epoch). Fixed in training/sampler.py; this test passed in the fresh-clone CI run.
 def test_lora_grpo_steps_and_resume_is_byte_identical(smol_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from rlbench_cli.config import recipe_from_dict
     from rlbench_cli.training.rl import RLBenchGRPOTrainer
