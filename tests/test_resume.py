@@ -65,8 +65,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_random_model_dir: P
 
 def _cli(ws: dict[str, Any], *args: str, sleep: float = 0.0) -> subprocess.Popen:
     env = {**ws["env"], "RB_TEST_REWARD_SLEEP": str(sleep)}
+    # A terminal's Ctrl-C: SIGINT at its default even when pytest runs as a background job (which ignores SIGINT,
+    # and a child inheriting that never sees the signal).
     return subprocess.Popen([sys.executable, "-m", "rlbench_cli.cli", *args], cwd=ws["root"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _run(ws: dict[str, Any], *args: str) -> subprocess.CompletedProcess:
