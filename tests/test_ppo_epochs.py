@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlbench_cli.config import load_recipe
+from rlbench_cli.errors import UserError
 from rlbench_cli.training.batching import plan
 
 
@@ -18,5 +19,5 @@ def test_epochs_multiply_optimizer_steps_not_generation_steps() -> None:
 
 
 def test_epochs_refused_outside_the_rl_runner() -> None:
-    with pytest.raises(Exception, match="ppo_epochs"):
+    with pytest.raises(UserError, match="ppo_epochs"):
         load_recipe("recipes/tiny/dpo.yaml", ["optim.ppo_epochs=2"])
