@@ -24,9 +24,9 @@ from typing import Any
 
 
 def _model_dir(tmp: Path) -> tuple[Path, str]:
-    from rlbench_cli.testbed.model import TestbedConfig, config_hash, default_cache_dir
+    from rlbench_cli.testbed.model import config_hash, default_cache_dir, default_config
 
-    cached = default_cache_dir() / "testbed" / config_hash(TestbedConfig())
+    cached = default_cache_dir() / "testbed" / config_hash(default_config())  # the default version (v2)
     if (cached / "testbed.json").exists():
         return cached, f"testbed base model ({cached})"
     import torch
