@@ -47,8 +47,13 @@ def _mv_parse_cached(latex: str) -> tuple[Any, ...]:
 
 
 def mv_verify(gold: list[Any], pred: list[Any]) -> bool:
+    """`verify`, after a shortcut for answers that are surely unequal numbers (see `numeric`)."""
     from math_verify import verify
 
+    from rlbench_cli.evaluation.grader.numeric import surely_unequal
+
+    if surely_unequal(gold, pred):
+        return False
     return bool(verify(gold, pred, timeout_seconds=None))
 
 
