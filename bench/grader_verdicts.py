@@ -41,9 +41,12 @@ def compare(old: Path, new: Path) -> int:
     a, b = json.loads(old.read_text(encoding="utf-8")), json.loads(new.read_text(encoding="utf-8"))
     n_diff = 0
     for name in a:
-        diffs = [i for i, (x, y) in enumerate(zip(a[name], b[name], strict=True)) if x[0] != y[0]]
+        pairs = list(zip(a[name], b[name], strict=True))
+        diffs = [i for i, (x, y) in enumerate(pairs) if x[0] != y[0]]
+        other = sum(x != y for x, y in pairs) - len(diffs)  # same verdict, another pred or error text
         n_diff += len(diffs)
-        print(f"{name}: {len(a[name])} answers, {len(diffs)} verdicts differ {diffs[:20]}")
+        print(f"{name}: {len(a[name])} answers, {len(diffs)} verdicts differ {diffs[:20]}; "
+              f"{other} more differ in pred/error only")
     return n_diff
 
 

@@ -50,6 +50,7 @@ CASES: list[tuple[str, str, bool]] = [
     ("x", "y", False),  # bare symbols: Math-Verify compares them by name
     ("f(1)", "2", False),  # an undefined function does not evaluate
     ("\\infty", "5", False),
+    ("3", "\\sqrt{2}^{\\sqrt{2}^{\\sqrt{2}}}", False),
     ("\\frac{1}{0}", "1", False),
     ("(1,2)", "3", False),
     ("\\{1, 2\\}", "3", False),
@@ -83,3 +84,11 @@ def test_huge_power_is_fast() -> None:
     t0 = time.process_time()
     assert mv_verify(g, p) is False
     assert time.process_time() - t0 < 0.1  # verify alone: ~0.5 s
+
+
+def test_power_tower_is_left_to_math_verify_quickly() -> None:
+    """evalf would not finish on a power tower (Math-Verify neither: the pool's limit ends it)."""
+    g, p = mv_parse("1"), mv_parse("9^{9^{9^9}}")
+    t0 = time.process_time()
+    assert not surely_unequal(g, p)
+    assert time.process_time() - t0 < 0.1

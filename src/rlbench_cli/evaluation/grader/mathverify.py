@@ -22,12 +22,16 @@ _CACHE_SIZE = 4096
 
 
 def quiet_math_verify() -> None:
-    """We disable Math-Verify's signal timeouts on purpose; silence its one-time warning about it."""
+    """We disable Math-Verify's signal timeouts on purpose; silence its one-time warning about it. Also makes its
+    LaTeX parser try fast SLL prediction first (same parses, see `sll`)."""
     import math_verify.grader as mvg
     import math_verify.parser as mvp
 
+    from rlbench_cli.evaluation.grader import sll
+
     mvp.TIMEOUT_WARNING_SHOWN = True
     mvg.TIMEOUT_WARNING_SHOWN = True
+    sll.install()
 
 
 def mv_parse(latex: str) -> list[Any]:

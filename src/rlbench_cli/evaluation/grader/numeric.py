@@ -55,7 +55,8 @@ def constant_value(expr: Any) -> Any:
     """The value of a symbol-free scalar expression as an mpmath complex (a huge power does not overflow), or None.
 
     None for anything with a free symbol, an undefined function (`f(1)` does not evaluate), nan or an infinity,
-    and for percentages (`X * UnevaluatedExpr(1/100)`): Math-Verify compares `9\\%` with `9` without the /100.
+    a power whose exponent is not a number, and for percentages (`X * UnevaluatedExpr(1/100)`): Math-Verify
+    compares `9\\%` with `9` without the /100.
     """
     import mpmath
     import sympy
@@ -64,6 +65,8 @@ def constant_value(expr: Any) -> Any:
         return None
     if expr.has(sympy.UnevaluatedExpr, sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
         return None
+    if any(not p.exp.is_Number for p in expr.atoms(sympy.Pow)):
+        return None  # a power tower (`9^{9^{9^9}}`): evalf would not finish; Math-Verify's own limit applies
     try:
         re, im = expr.evalf(30).as_real_imag()
         if not (isinstance(re, sympy.Number) and isinstance(im, sympy.Number)):
