@@ -338,3 +338,17 @@ def test_real_golds_altered_are_wrong() -> None:
     # variable index); allow a handful, not more.
     fooled = [(it.gold, it.completion) for it, v in zip(altered, v_alt, strict=True) if v.correct]
     assert len(fooled) <= 0.01 * len(altered), fooled[:10]
+
+
+@pytest.mark.slow
+def test_answers_queued_behind_a_timeout_are_graded() -> None:
+    """One worker holds two answers at a time: when the first runs over the limit and the worker is killed, the
+    one queued behind it is graded by the replacement (not lost, not counted over the limit)."""
+    items = [GradeItem("\\boxed{9^{9^{9^9}}}", "1"), GradeItem("\\boxed{3}", "3"), GradeItem("\\boxed{4}", "5"),
+             GradeItem("\\boxed{9^{9^{9^9}}}", "2"), GradeItem("\\boxed{\\frac{1}{2}}", "0.5")]
+    with Grader(workers=1, timeout_s=1.0) as g:
+        verdicts = g.grade_many(items)
+        assert [(v.correct, v.timed_out) for v in verdicts] == [
+            (False, True), (True, False), (False, False), (False, True), (True, False)]
+        assert g.stats["timeouts"] == 2 and g.stats["restarts"] == 2
+        assert g.grade_many([GradeItem("\\boxed{8}", "8")])[0].correct
