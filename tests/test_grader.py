@@ -352,3 +352,19 @@ def test_answers_queued_behind_a_timeout_are_graded() -> None:
             (False, True), (True, False), (False, False), (False, True), (True, False)]
         assert g.stats["timeouts"] == 2 and g.stats["restarts"] == 2
         assert g.grade_many([GradeItem("\\boxed{8}", "8")])[0].correct
+
+
+def test_todo_keeps_a_problem_on_one_worker() -> None:
+    """Answers are taken by gold: each worker its own problem, then fresh problems, then the largest left."""
+    from rlbench_cli.evaluation.grader.pool import _Todo
+
+    class W:
+        group = None
+
+    keys = [("p", "box", gold, False, None, None, "rlbench") for gold in "aaaabbc"]
+    todo, a, b = _Todo(keys), W(), W()
+    assert [todo.take(a), todo.take(b), todo.take(a), todo.take(b)] == [0, 4, 1, 5]
+    assert todo.take(b) == 6  # b's problem is done: the next fresh one
+    assert todo.take(b) == 2  # none fresh: the largest group left (a's)
+    todo.put_back([2])  # b's worker was killed with it in its pipe
+    assert todo.left == 2 and [todo.take(a), todo.take(a), todo.take(a)] == [2, 3, None]

@@ -7,6 +7,11 @@ Each worker holds up to `_IN_FLIGHT` answers: the one it grades and the next, al
 waits a round trip through the parent between answers (on real completions an answer takes a few milliseconds).
 An answer's limit runs from when the parent sees the previous one's verdict; when a worker is killed, the
 answers queued behind the one that ran over go to another worker.
+
+Answers to the same problem (same gold) go to the same worker while there are other problems to give the other
+workers: that worker parses the gold once, and its LaTeX parser's prediction cache (ANTLR's DFA, most of the
+grading time on real completions) has already seen the problem's vocabulary. On the 320 real completions (k=8)
+this is ~7% less CPU in all than dealing answers out in turn.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class _Worker:
         self.conn = parent
         self.ready = False
         self.tasks: deque[int] = deque()  # in flight: the first is being graded, the rest wait in the pipe
+        self.group: Any = None  # the gold it is working through (see `_Todo`)
         self.deadline = 0.0  # of the first
 
     def kill(self) -> None:
@@ -124,6 +130,40 @@ class _Worker:
             self.proc.kill()
             self.proc.join(timeout=5)
         self.conn.close()
+
+
+class _Todo:
+    """The answers not yet sent, grouped by gold in first-seen order: a worker takes the next answer of its own
+    group, else a group nobody started, else (near the end) one from the largest group left."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        self._gold_of = [k[2] for k in keys]
+        self._groups: dict[Any, deque[int]] = {}
+        for i, gold in enumerate(self._gold_of):
+            self._groups.setdefault(gold, deque()).append(i)
+        self._fresh = deque(self._groups)
+        self.left = len(keys)
+
+    def take(self, w: _Worker) -> int | None:
+        group = self._groups.get(w.group)
+        if not group:
+            while self._fresh and not self._groups[self._fresh[0]]:
+                self._fresh.popleft()
+            if self._fresh:
+                w.group = self._fresh.popleft()
+            else:
+                w.group = max(self._groups, key=lambda g: len(self._groups[g]), default=None)
+            group = self._groups.get(w.group)
+            if not group:
+                return None
+        self.left -= 1
+        return group.popleft()
+
+    def put_back(self, indices: list[int]) -> None:
+        """Answers that were sent but not graded (their worker was killed): next in their groups."""
+        for i in reversed(indices):
+            self._groups[self._gold_of[i]].appendleft(i)
+        self.left += len(indices)
 
 
 def _context() -> Any:
@@ -198,7 +238,7 @@ class Grader:
 
         self._ensure_workers()
         out: list[Verdict | None] = [None] * len(keys)
-        todo = list(range(len(keys) - 1, -1, -1))  # a stack; pop() takes the next index in order
+        todo = _Todo(keys)
         remaining = len(keys)
         while remaining:
             for w in list(self._workers):
@@ -240,31 +280,36 @@ class Grader:
                     self._replace(w, todo)
         return [v for v in out if v is not None]
 
-    def _dispatch(self, w: _Worker, keys: list[tuple[Any, ...]], todo: list[int]) -> None:
+    def _dispatch(self, w: _Worker, keys: list[tuple[Any, ...]], todo: _Todo) -> None:
         """Send `w` answers until it holds `_IN_FLIGHT` (only small ones queue behind another)."""
-        while w.ready and todo and len(w.tasks) < _IN_FLIGHT:
-            i = todo[-1]
+        while w.ready and todo.left and len(w.tasks) < _IN_FLIGHT:
+            i = todo.take(w)
+            if i is None:
+                return
             buf = pickle.dumps((i, keys[i]), protocol=pickle.HIGHEST_PROTOCOL)
             if w.tasks and len(buf) > _MAX_QUEUED_BYTES:
+                todo.put_back([i])
                 return
             try:
                 w.conn.send_bytes(buf)  # what `recv` in the worker unpickles
             except (OSError, ValueError):
+                todo.put_back([i])
                 if not w.tasks:
                     self._replace(w, todo)
                 return  # else the worker's EOF is read (and handled) in `_run_pool`
-            todo.pop()
             if not w.tasks:
                 w.deadline = time.monotonic() + self.timeout_s
             w.tasks.append(i)
 
-    def _replace(self, w: _Worker, todo: list[int]) -> None:
+    def _replace(self, w: _Worker, todo: _Todo) -> None:
         """Kill `w` and start another; the answers still queued in its pipe go back to `todo`, next in line."""
-        todo.extend(reversed(w.tasks))
+        todo.put_back(list(w.tasks))
         w.tasks.clear()
         w.kill()
         self._workers.remove(w)
-        self._workers.append(_Worker(self._ctx))
+        new = _Worker(self._ctx)
+        new.group = w.group  # it carries on with the killed worker's problem
+        self._workers.append(new)
         self.stats["restarts"] += 1
 
 
