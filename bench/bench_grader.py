@@ -95,8 +95,12 @@ def _baseline(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     answer timed. Runs in its own spawned process per set, so no set warms the next."""
     import logging
 
+    from rlbench_cli.evaluation.grader import sll
     from rlbench_cli.evaluation.grader.warmup import WARMUP_ANSWERS
 
+    # Importing warmup graded with rlbench's grader, which makes latex2sympy parse SLL-first (grader/sll.py):
+    # plain Math-Verify parses as it ships.
+    sll.uninstall()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     t0 = time.process_time()
     for ans in WARMUP_ANSWERS:

@@ -338,3 +338,33 @@ def test_real_golds_altered_are_wrong() -> None:
     # variable index); allow a handful, not more.
     fooled = [(it.gold, it.completion) for it, v in zip(altered, v_alt, strict=True) if v.correct]
     assert len(fooled) <= 0.01 * len(altered), fooled[:10]
+
+
+@pytest.mark.slow
+def test_answers_queued_behind_a_timeout_are_graded() -> None:
+    """One worker holds two answers at a time: when the first runs over the limit and the worker is killed, the
+    one queued behind it is graded by the replacement (not lost, not counted over the limit)."""
+    items = [GradeItem("\\boxed{9^{9^{9^9}}}", "1"), GradeItem("\\boxed{3}", "3"), GradeItem("\\boxed{4}", "5"),
+             GradeItem("\\boxed{9^{9^{9^9}}}", "2"), GradeItem("\\boxed{\\frac{1}{2}}", "0.5")]
+    with Grader(workers=1, timeout_s=1.0) as g:
+        verdicts = g.grade_many(items)
+        assert [(v.correct, v.timed_out) for v in verdicts] == [
+            (False, True), (True, False), (False, False), (False, True), (True, False)]
+        assert g.stats["timeouts"] == 2 and g.stats["restarts"] == 2
+        assert g.grade_many([GradeItem("\\boxed{8}", "8")])[0].correct
+
+
+def test_todo_keeps_a_problem_on_one_worker() -> None:
+    """Answers are taken by gold: each worker its own problem, then fresh problems, then the largest left."""
+    from rlbench_cli.evaluation.grader.pool import _Todo
+
+    class W:
+        group = None
+
+    keys = [("p", "box", gold, False, None, None, "rlbench") for gold in "aaaabbc"]
+    todo, a, b = _Todo(keys), W(), W()
+    assert [todo.take(a), todo.take(b), todo.take(a), todo.take(b)] == [0, 4, 1, 5]
+    assert todo.take(b) == 6  # b's problem is done: the next fresh one
+    assert todo.take(b) == 2  # none fresh: the largest group left (a's)
+    todo.put_back([2])  # b's worker was killed with it in its pipe
+    assert todo.left == 2 and [todo.take(a), todo.take(a), todo.take(a)] == [2, 3, None]

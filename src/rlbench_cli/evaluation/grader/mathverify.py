@@ -22,12 +22,16 @@ _CACHE_SIZE = 4096
 
 
 def quiet_math_verify() -> None:
-    """We disable Math-Verify's signal timeouts on purpose; silence its one-time warning about it."""
+    """We disable Math-Verify's signal timeouts on purpose; silence its one-time warning about it. Also makes its
+    LaTeX parser try fast SLL prediction first (same parses, see `sll`)."""
     import math_verify.grader as mvg
     import math_verify.parser as mvp
 
+    from rlbench_cli.evaluation.grader import sll
+
     mvp.TIMEOUT_WARNING_SHOWN = True
     mvg.TIMEOUT_WARNING_SHOWN = True
+    sll.install()
 
 
 def mv_parse(latex: str) -> list[Any]:
@@ -47,8 +51,13 @@ def _mv_parse_cached(latex: str) -> tuple[Any, ...]:
 
 
 def mv_verify(gold: list[Any], pred: list[Any]) -> bool:
+    """`verify`, after a shortcut for answers that are surely unequal numbers (see `numeric`)."""
     from math_verify import verify
 
+    from rlbench_cli.evaluation.grader.numeric import surely_unequal
+
+    if surely_unequal(gold, pred):
+        return False
     return bool(verify(gold, pred, timeout_seconds=None))
 
 

@@ -2,11 +2,23 @@
 
 Math-Verify's own timeouts use `signal.alarm`, which fails outside the main thread, so they are off and the pool
 kills a worker whose answer runs past the limit instead (the answer then counts as wrong, `timed_out`).
+
+Each worker holds up to `_IN_FLIGHT` answers: the one it grades and the next, already in its pipe, so it never
+waits a round trip through the parent between answers (on real completions an answer takes a few milliseconds).
+An answer's limit runs from when the parent sees the previous one's verdict; when a worker is killed, the
+answers queued behind the one that ran over go to another worker.
+
+Answers to the same problem (same gold) go to the same worker while there are other problems to give the other
+workers: that worker parses the gold once, and its LaTeX parser's prediction cache (ANTLR's DFA, most of the
+grading time on real completions) has already seen the problem's vocabulary. On the 320 real completions (k=8)
+this is ~7% less CPU in all than dealing answers out in turn.
 """
 
 from __future__ import annotations
 
+import pickle
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +27,10 @@ from rlbench_cli.evaluation.grader.extract import UNBOXED_TAIL_CHARS, prepare_pr
 from rlbench_cli.evaluation.grader.mathverify import quiet_math_verify
 
 _MAX_STARTUP_FAILURES = 3
+_IN_FLIGHT = 2
+# A queued answer waits in the pipe's buffer; only small ones are queued, so that sending never blocks the parent
+# (which must keep watching the other workers' limits). A larger one is sent when its worker is idle.
+_MAX_QUEUED_BYTES = 16_384
 _STARTUP_HELP = (
     "grader worker processes keep dying at startup; if this is a script, put its top-level code under "
     "`if __name__ == '__main__':` (multiprocessing needs it)"
@@ -93,8 +109,9 @@ class _Worker:
         child.close()
         self.conn = parent
         self.ready = False
-        self.task: int | None = None
-        self.deadline = 0.0
+        self.tasks: deque[int] = deque()  # in flight: the first is being graded, the rest wait in the pipe
+        self.group: Any = None  # the gold it is working through (see `_Todo`)
+        self.deadline = 0.0  # of the first
 
     def kill(self) -> None:
         try:
@@ -113,6 +130,40 @@ class _Worker:
             self.proc.kill()
             self.proc.join(timeout=5)
         self.conn.close()
+
+
+class _Todo:
+    """The answers not yet sent, grouped by gold in first-seen order: a worker takes the next answer of its own
+    group, else a group nobody started, else (near the end) one from the largest group left."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        self._gold_of = [k[2] for k in keys]
+        self._groups: dict[Any, deque[int]] = {}
+        for i, gold in enumerate(self._gold_of):
+            self._groups.setdefault(gold, deque()).append(i)
+        self._fresh = deque(self._groups)
+        self.left = len(keys)
+
+    def take(self, w: _Worker) -> int | None:
+        group = self._groups.get(w.group)
+        if not group:
+            while self._fresh and not self._groups[self._fresh[0]]:
+                self._fresh.popleft()
+            if self._fresh:
+                w.group = self._fresh.popleft()
+            else:
+                w.group = max(self._groups, key=lambda g: len(self._groups[g]), default=None)
+            group = self._groups.get(w.group)
+            if not group:
+                return None
+        self.left -= 1
+        return group.popleft()
+
+    def put_back(self, indices: list[int]) -> None:
+        """Answers that were sent but not graded (their worker was killed): next in their groups."""
+        for i in reversed(indices):
+            self._groups[self._gold_of[i]].appendleft(i)
+        self.left += len(indices)
 
 
 def _context() -> Any:
@@ -187,60 +238,78 @@ class Grader:
 
         self._ensure_workers()
         out: list[Verdict | None] = [None] * len(keys)
-        todo = list(range(len(keys) - 1, -1, -1))  # a stack; pop() takes the next index in order
+        todo = _Todo(keys)
         remaining = len(keys)
         while remaining:
+            for w in list(self._workers):
+                self._dispatch(w, keys, todo)
             now = time.monotonic()
-            for w in self._workers:
-                if w.ready and w.task is None and todo:
-                    i = todo.pop()
-                    try:
-                        w.conn.send((i, keys[i]))
-                    except (OSError, ValueError):
-                        todo.append(i)
-                        self._replace(w)
-                        continue
-                    w.task, w.deadline = i, now + self.timeout_s
-            busy = [w for w in self._workers if w.task is not None]
-            timeout = max(0.0, min((w.deadline for w in busy), default=now + 1.0) - time.monotonic())
+            busy = [w for w in self._workers if w.tasks]
+            timeout = max(0.0, min((w.deadline for w in busy), default=now + 1.0) - now)
             ready = wait([w.conn for w in self._workers], timeout=timeout)
             for w in list(self._workers):
                 if w.conn in ready:
                     try:
                         msg = w.conn.recv()
                     except (EOFError, OSError):  # the worker died (e.g. out of memory): its answer is wrong
-                        if w.task is not None:
-                            out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False,
-                                                  error="worker died")
+                        if w.tasks:
+                            i = w.tasks.popleft()
+                            out[i] = Verdict(pred=_pred_of(keys[i]), correct=False, error="worker died")
                             remaining -= 1
                         elif not w.ready:
                             self._startup_failures += 1
                             if self._startup_failures >= _MAX_STARTUP_FAILURES:
                                 raise RuntimeError(_STARTUP_HELP) from None
-                        self._replace(w)
+                        self._replace(w, todo)
                         continue
                     tag, payload = msg
                     if tag == "ready":
                         w.ready = True
                         self._startup_failures = 0
-                    elif w.task == tag:
-                        out[tag] = Verdict(**payload)
-                        w.task = None
+                    elif w.tasks and w.tasks[0] == tag:
+                        out[w.tasks.popleft()] = Verdict(**payload)
+                        w.deadline = time.monotonic() + self.timeout_s  # the next one starts now
                         remaining -= 1
             now = time.monotonic()
             for w in list(self._workers):
-                if w.task is not None and now >= w.deadline:
-                    out[w.task] = Verdict(pred=_pred_of(keys[w.task]), correct=False, timed_out=True)
+                if w.tasks and now >= w.deadline:
+                    i = w.tasks.popleft()
+                    out[i] = Verdict(pred=_pred_of(keys[i]), correct=False, timed_out=True)
                     self.stats["timeouts"] += 1
                     remaining -= 1
-                    self._replace(w)
+                    self._replace(w, todo)
         return [v for v in out if v is not None]
 
-    def _replace(self, w: _Worker) -> None:
-        w.task = None
+    def _dispatch(self, w: _Worker, keys: list[tuple[Any, ...]], todo: _Todo) -> None:
+        """Send `w` answers until it holds `_IN_FLIGHT` (only small ones queue behind another)."""
+        while w.ready and todo.left and len(w.tasks) < _IN_FLIGHT:
+            i = todo.take(w)
+            if i is None:
+                return
+            buf = pickle.dumps((i, keys[i]), protocol=pickle.HIGHEST_PROTOCOL)
+            if w.tasks and len(buf) > _MAX_QUEUED_BYTES:
+                todo.put_back([i])
+                return
+            try:
+                w.conn.send_bytes(buf)  # what `recv` in the worker unpickles
+            except (OSError, ValueError):
+                todo.put_back([i])
+                if not w.tasks:
+                    self._replace(w, todo)
+                return  # else the worker's EOF is read (and handled) in `_run_pool`
+            if not w.tasks:
+                w.deadline = time.monotonic() + self.timeout_s
+            w.tasks.append(i)
+
+    def _replace(self, w: _Worker, todo: _Todo) -> None:
+        """Kill `w` and start another; the answers still queued in its pipe go back to `todo`, next in line."""
+        todo.put_back(list(w.tasks))
+        w.tasks.clear()
         w.kill()
         self._workers.remove(w)
-        self._workers.append(_Worker(self._ctx))
+        new = _Worker(self._ctx)
+        new.group = w.group  # it carries on with the killed worker's problem
+        self._workers.append(new)
         self.stats["restarts"] += 1
 
 
