@@ -153,13 +153,44 @@ def _tiny_config():
 
 
 def test_config_hash_tracks_every_field() -> None:
-    from rlbench_cli.testbed.model import TestbedConfig, config_hash
+    from rlbench_cli.testbed.model import TestbedConfig, config_hash, default_config
 
     base = TestbedConfig()
     assert config_hash(base) == config_hash(TestbedConfig())
     assert config_hash(replace(base, seed=1)) != config_hash(base)
     assert config_hash(replace(base, lr=base.lr * 2)) != config_hash(base)
     assert config_hash(replace(base, version="v2")) != config_hash(base)
+    # a field added later is left out at its default (built testbeds keep their hash) and counted otherwise
+    assert config_hash(default_config("v2")) == "f7fef5a678c5c16c"
+    assert config_hash(replace(default_config("v2"), sft_chunks=4)) != config_hash(default_config("v2"))
+    assert config_hash(replace(base, sft_chunks=2)) != config_hash(base)
+
+
+def test_length_sorted_chunks_give_the_full_batch_loss_and_gradient() -> None:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from rlbench_cli.testbed.model import _batch_loss_backward, _llama_config, _sft_tensors
+    from rlbench_cli.testbed.tokenizer import build_char_tokenizer
+
+    cfg = replace(_tiny_config(), sft_examples=24)
+    tok = build_char_tokenizer()
+    ids, labels = _sft_tensors(cfg, tok)
+    lengths = (ids != tok.pad_token_id).sum(1)
+    assert lengths.max() > 1.3 * lengths.float().mean()  # there is padding to save
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_llama_config(cfg, tok))
+    results = []
+    for chunks in (1, 3, 4):
+        model.zero_grad()
+        loss = _batch_loss_backward(model, ids, labels, tok.pad_token_id, chunks)
+        results.append((loss, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    full_loss, full_grad = results[0]
+    assert full_loss == pytest.approx(model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(),
+                                            labels=labels).loss.item(), rel=1e-6)
+    for loss, grad in results[1:]:
+        assert loss == pytest.approx(full_loss, rel=1e-6)
+        assert torch.allclose(grad, full_grad, atol=1e-6)
 
 
 def test_tiny_build_is_deterministic_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,9 @@ class TestbedConfig:
     weight_decay: float = 0.01
     seed: int = 0
     threads: int = 2  # fixed so the weights are byte-identical from run to run
+    # each batch sorted by length and run as this many micro-batches, each trimmed to its own longest row (same
+    # token-mean loss, less padding: the longest row of a batch is about twice the mean length)
+    sft_chunks: int = 1
     # measured after the build and stored in testbed.json (0 = skip)
     calibration_problems: int = 300  # = the eval split size
     calibration_k: int = 16
@@ -70,6 +73,10 @@ def default_config(version: str | None = None) -> TestbedConfig:
     return CONFIGS[check_version(version)]
 
 
+# fields added after built testbeds were hashed: left out of the payload at their default, so those hashes stay valid
+_ADDED_LATER = {"sft_chunks": 1}
+
+
 def config_hash(cfg: TestbedConfig) -> str:
     """Short sha256 of the canonical config JSON, the recipe version and the task version.
 
@@ -77,6 +84,9 @@ def config_hash(cfg: TestbedConfig) -> str:
     fields = asdict(cfg)
     if cfg.version == "v1":
         fields.pop("version")
+    for added, default in _ADDED_LATER.items():
+        if fields[added] == default:
+            fields.pop(added)
     payload = json.dumps(
         {"config": fields, "recipe": RECIPE_VERSION, "task": task_version(cfg.version)}, sort_keys=True
     )
@@ -149,6 +159,29 @@ def _lr_at(step: int, cfg: TestbedConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def _batch_loss_backward(model: Any, ids: Any, labels: Any, pad_id: int, chunks: int) -> float:
+    """Backward of the batch's token-mean loss; returns the loss. With chunks > 1 the rows are sorted by length
+    and run in `chunks` micro-batches, each trimmed to its longest row and weighted by its share of the batch's
+    predicted tokens, so the gradient is the full batch's (up to float rounding)."""
+    import torch
+
+    lengths = (ids != pad_id).sum(1)
+    if chunks <= 1:
+        groups = [torch.arange(len(ids))]
+    else:
+        groups = list(torch.argsort(lengths, stable=True).chunk(chunks))
+    n_total = int((labels[:, 1:] != -100).sum())
+    total = 0.0
+    for rows in groups:
+        used = int(lengths[rows].max())  # trim padding columns
+        c_ids, c_lab = ids[rows, :used], labels[rows, :used]
+        n_chunk = int((c_lab[:, 1:] != -100).sum())
+        out = model(input_ids=c_ids, attention_mask=(c_ids != pad_id).long(), labels=c_lab)
+        (out.loss * (n_chunk / n_total)).backward()
+        total += out.loss.detach().item() * n_chunk / n_total
+    return total
+
+
 def train_base_model(
     cfg: TestbedConfig, *, progress: bool = True, on_step: Callable[[int, Any, Any], None] | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -183,17 +216,13 @@ def train_base_model(
                 order, cursor = torch.randperm(len(ids), generator=gen), 0
             idx = order[cursor : cursor + cfg.batch_size]
             cursor += cfg.batch_size
-            b_ids, b_lab = ids[idx], labels[idx]
-            used = int((b_ids != tok.pad_token_id).sum(1).max())  # trim padding columns
-            b_ids, b_lab = b_ids[:, :used], b_lab[:, :used]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, cfg)
-            out = model(input_ids=b_ids, attention_mask=(b_ids != tok.pad_token_id).long(), labels=b_lab)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss = _batch_loss_backward(model, ids[idx], labels[idx], tok.pad_token_id, cfg.sft_chunks)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(out.loss.detach().item())
+            losses.append(loss)
             advance(losses[-1])
             if on_step is not None:
                 on_step(step + 1, model, tok)
