@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.errors import UserError
+from rlbench_cli.jsonl_input import Row, parse_lines, read_user_text
 
 DATA_DIR_ENV = "RLBENCH_DATA_DIR"
 
@@ -167,7 +168,7 @@ def _canonical_sha256(problems: list[Problem]) -> str:
 
 
 def _rows_to_problems(
-    rows: list[tuple[int, dict[str, Any] | None, str | None]], spec: BenchmarkSpec, where: str, lenient: bool
+    rows: list[Row], spec: BenchmarkSpec, where: str, lenient: bool
 ) -> tuple[list[Problem], int]:
     """rows: (line number, parsed row or None, parse error or None). Strict: the first bad row raises."""
     assert spec.to_problem is not None
@@ -192,22 +193,8 @@ def _rows_to_problems(
     return problems, skipped
 
 
-def _read_local(path: Path) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-    rows: list[tuple[int, dict[str, Any] | None, str | None]] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text ({e.reason})", where=str(path)) from e
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            rows.append((lineno, None, f"not valid JSON ({e.msg})"))
-            continue
-        rows.append((lineno, row, None) if isinstance(row, dict) else (lineno, None, "not a JSON object"))
-    return rows
+def _read_local(path: Path) -> list[Row]:
+    return parse_lines(read_user_text(path, fix="pass --data-dir with one <benchmark>.jsonl per benchmark"))
 
 
 def _load_testbed(name: str, spec: BenchmarkSpec, limit: int | None) -> Benchmark:

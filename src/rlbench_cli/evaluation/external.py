@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench_cli.errors import UserError
+from rlbench_cli.jsonl_input import read_objects
 from rlbench_cli.records import atomic_write_json, atomic_write_text, now_iso, sha256_file, sha256_text
 
 ID_KEYS = ("problem_id", "unique_id", "id", "idx", "question_id")
@@ -160,29 +161,10 @@ def _parse_line(row: dict[str, Any], path: Path, lineno: int, index: ProblemInde
 
 def read_completions(path: Path, index: ProblemIndex) -> tuple[list[Completion], dict[str, Any]]:
     """Parse the file into completions; also returns what the file looked like (for the manifest)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read the completions file ({e.strerror})", where=str(path)) from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", where=str(path),
-                        fix="write the file as UTF-8 JSON lines") from e
     out: list[Completion] = []
     steps: set[Any] = set()
     keys: set[str] = set()
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"not valid JSON ({e.msg}, column {e.colno})", where=where,
-                            fix="one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise UserError(f"expected a JSON object, got {type(row).__name__}", where=where)
+    for lineno, row in read_objects(path, fix="pass a JSONL file of completions (one JSON object per line)"):
         if "step" in row:
             steps.add(row["step"])
         keys.update(row)

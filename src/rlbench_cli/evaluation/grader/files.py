@@ -10,33 +10,22 @@ from rlbench_cli.errors import UserError
 from rlbench_cli.evaluation.grader.compare import grade_prepared, trace_dict
 from rlbench_cli.evaluation.grader.pool import GradeItem, Grader, make_key
 from rlbench_cli.evaluation.grader.version import grader_version
+from rlbench_cli.jsonl_input import read_objects
 
 
 def _read_grade_input(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise UserError("file not found", where=str(path),
-                        fix="pass a JSONL file with `completion` and `gold` on every line")
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg})", where=where,
-                                fix="write one JSON object per line") from e
-            if not isinstance(row, dict):
-                raise UserError("line is not a JSON object", where=where, fix="one JSON object per line")
-            for field in ("completion", "gold"):
-                if not isinstance(row.get(field), str):
-                    raise UserError(f"missing or non-string field {field!r}", where=where,
-                                    fix="every line needs string fields `completion` and `gold`")
-            tol = row.get("tolerance")
-            if tol is not None and not isinstance(tol, int | float):
-                raise UserError("`tolerance` must be a number or null", where=where)
-            rows.append(row)
+    fix = "pass a JSONL file with `completion` and `gold` on every line"
+    for lineno, row in read_objects(path, fix=fix):
+        where = f"{path}:{lineno}"
+        for field in ("completion", "gold"):
+            if not isinstance(row.get(field), str):
+                raise UserError(f"missing or non-string field {field!r}", where=where,
+                                fix="every line needs string fields `completion` and `gold`")
+        tol = row.get("tolerance")
+        if tol is not None and not isinstance(tol, int | float):
+            raise UserError("`tolerance` must be a number or null", where=where)
+        rows.append(row)
     return rows
 
 
