@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from rlbench_cli.errors import UserError
 
@@ -86,38 +88,51 @@ def draw_operands(rng: random.Random, shape: Shape) -> tuple[list[int], list[str
             return operands, ops
 
 
+def draw_problems(
+    split: str, n: int | None, *, splits: dict[str, tuple[str, int, tuple[tuple[str, float], ...]]],
+    shapes: dict[str, Shape], seed: str, pool_of: Callable[[str], str], where: str,
+    extra: Callable[[random.Random], Any] | None = None,
+) -> Iterator[tuple[int, str, list[int], list[str], str, Any]]:
+    """The first `n` distinct problems of `split` that fall in its pool: (index, difficulty, operands, ops, problem
+    text, extra). `extra(rng)` draws a per-row value right after the operands (from the same stream, so it is part
+    of what a version's data is). Every testbed version builds its rows from this one loop."""
+    if split not in splits:
+        raise UserError(f"unknown testbed split {split!r}", where=where, fix=f"use one of {', '.join(splits)}")
+    pool, default_n, mix = splits[split]
+    n = default_n if n is None else n
+    if n < 0:
+        raise UserError(f"number of problems must be >= 0, got {n}", where=f"testbed split {split}")
+    rng = random.Random(seed)
+    names = [d for d, _ in mix]
+    weights = [w for _, w in mix]
+    seen: set[str] = set()
+    while len(seen) < n:
+        difficulty = rng.choices(names, weights)[0]
+        operands, ops = draw_operands(rng, shapes[difficulty])
+        value = extra(rng) if extra is not None else None
+        problem = format_problem(operands, ops)
+        if problem in seen or pool_of(problem) != pool:
+            continue
+        seen.add(problem)
+        yield len(seen) - 1, difficulty, operands, ops, problem, value
+
+
+def row_id(split: str, index: int, n: int) -> str:
+    return f"{split}-{index:0{max(4, len(str(max(n - 1, 0))))}d}"
+
+
 def generate_split(split: str, n: int | None = None) -> list[dict]:
     """The first `n` problems of a split (default: the split's standard size), always the same ones.
 
     Rows: {"id": "easy-0007", "problem", "answer" (integer as a string), "solution", "difficulty"}.
     """
-    if split not in SPLITS:
-        raise UserError(
-            f"unknown testbed split {split!r}", where="testbed", fix=f"use one of {', '.join(SPLITS)}"
-        )
-    pool, default_n, mix = SPLITS[split]
-    n = default_n if n is None else n
-    if n < 0:
-        raise UserError(f"number of problems must be >= 0, got {n}", where=f"testbed split {split}")
-    rng = random.Random(f"rlbench-testbed/{TASK_VERSION}/{split}")
-    names = [d for d, _ in mix]
-    weights = [w for _, w in mix]
-    rows: list[dict] = []
-    seen: set[str] = set()
-    width = max(4, len(str(max(n - 1, 0))))
-    while len(rows) < n:
-        difficulty = rng.choices(names, weights)[0]
-        operands, ops = draw_operands(rng, SHAPES[difficulty])
-        problem = format_problem(operands, ops)
-        if problem in seen or pool_of(problem) != pool:
-            continue
-        seen.add(problem)
+    size = SPLITS[split][1] if n is None and split in SPLITS else (n or 0)
+    rows = []
+    for i, difficulty, operands, ops, problem, _ in draw_problems(
+        split, n, splits=SPLITS, shapes=SHAPES, seed=f"rlbench-testbed/{TASK_VERSION}/{split}", pool_of=pool_of,
+        where="testbed",
+    ):
         solution, value = solve(operands, ops)
-        rows.append({
-            "id": f"{split}-{len(rows):0{width}d}",
-            "problem": problem,
-            "answer": str(value),
-            "solution": solution,
-            "difficulty": difficulty,
-        })
+        rows.append({"id": row_id(split, i, size), "problem": problem, "answer": str(value), "solution": solution,
+                     "difficulty": difficulty})
     return rows

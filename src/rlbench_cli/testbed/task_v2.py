@@ -18,10 +18,8 @@ Splits are deterministic (string seeds) and disjoint by construction: every prob
 from __future__ import annotations
 
 import hashlib
-import random
 
-from rlbench_cli.errors import UserError
-from rlbench_cli.testbed.task import SHAPES, Shape, draw_operands, format_problem, solve
+from rlbench_cli.testbed.task import SHAPES, Shape, draw_problems, row_id, solve
 
 TASK_VERSION = "arith-chain-v3-styles"
 
@@ -57,30 +55,15 @@ def generate_split(split: str, n: int | None = None) -> list[dict]:
     Rows: {"id", "problem", "answer", "solution", "difficulty", "style"}. `solution` is the worked solution
     except in the SFT split, where a DIRECT_FRACTION of rows carry the direct style; `style` says which.
     """
-    if split not in SPLITS:
-        raise UserError(f"unknown testbed split {split!r}", where="testbed v2", fix=f"use one of {', '.join(SPLITS)}")
-    pool, default_n, mix = SPLITS[split]
-    n = default_n if n is None else n
-    if n < 0:
-        raise UserError(f"number of problems must be >= 0, got {n}", where=f"testbed split {split}")
-    rng = random.Random(f"rlbench-testbed/{TASK_VERSION}/{split}")
-    shapes = {**TRAIN_SHAPES, **SHAPES}
-    names = [d for d, _ in mix]
-    weights = [w for _, w in mix]
-    rows: list[dict] = []
-    seen: set[str] = set()
-    width = max(4, len(str(max(n - 1, 0))))
-    while len(rows) < n:
-        difficulty = rng.choices(names, weights)[0]
-        operands, ops = draw_operands(rng, shapes[difficulty])
-        direct = split == "sft" and rng.random() < DIRECT_FRACTION
-        problem = format_problem(operands, ops)
-        if problem in seen or pool_of(problem) != pool:
-            continue
-        seen.add(problem)
+    size = SPLITS[split][1] if n is None and split in SPLITS else (n or 0)
+    rows = []
+    for i, difficulty, operands, ops, problem, direct in draw_problems(
+        split, n, splits=SPLITS, shapes={**TRAIN_SHAPES, **SHAPES}, seed=f"rlbench-testbed/{TASK_VERSION}/{split}",
+        pool_of=pool_of, where="testbed v2", extra=lambda rng: split == "sft" and rng.random() < DIRECT_FRACTION,
+    ):
         solution, value = solve(operands, ops)
         rows.append({
-            "id": f"{split}-{len(rows):0{width}d}",
+            "id": row_id(split, i, size),
             "problem": problem,
             "answer": str(value),
             "solution": f"\\boxed{{{value}}}" if direct else solution,
