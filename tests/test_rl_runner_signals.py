@@ -72,14 +72,16 @@ def test_dapo_overlong_penalty_shapes_the_training_reward(tiny_random_model_dir,
                                                           overlong_filter):
     """DAPO's soft overlong penalty, max length 6, buffer 2, factor 0.5: L <= 4 -> 0, L = 5 -> -0.25, L = 6 -> -0.5.
     With the overlong filter TRL masks the truncated responses out (length 0 here); the penalty still counts them
-    as max-length, and only them (a 1-token answer is not truncated). The grader's verdict (accuracy, correctness
-    for the group filters) stays the unshaped one."""
+    as max-length, and only them (a 1-token answer is not truncated). Without the filter a length 0 is an empty
+    answer (EOS first): no penalty. The grader's verdict (accuracy, correctness for the group filters) stays the
+    unshaped one."""
     recipe = _recipe("dapo", tiny_random_model_dir, tmp_path, algo={
         "dynamic_sampling": False, "overlong_buffer_len": 2, "overlong_penalty_factor": 0.5,
         "overlong_filter": overlong_filter})
     raw = [1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0]
     trainer = _trainer(recipe, tiny_random_model_dir, tmp_path, StubReward(raw))
-    _cut(monkeypatch, [0 if overlong_filter and k == 6 else k for k in LENGTHS])
+    lengths = [0 if k == 6 else k for k in LENGTHS] if overlong_filter else [6, 5, 4, 3, 0, 1, 6, 3]
+    _cut(monkeypatch, lengths)
     got = _rollout(trainer)
     shaped = torch.tensor([1 - 0.5, -1 - 0.25, -1, 1, 1, -1, 1 - 0.5, 1])
     r = torch.tensor(raw)

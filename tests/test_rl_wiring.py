@@ -34,6 +34,7 @@ class StubReward:
         batch = self.batches[min(self.calls, len(self.batches) - 1)]
         self.calls += 1
         assert len(batch) == len(completions)
+        assert len(kwargs["completion_ids"]) == len(completions), "reward functions get the token ids too (TRL)"
         return list(batch)
 
 

@@ -159,6 +159,11 @@ TABLE = {
     "remax_drop": ({"name": "remax", "filter_mode": "drop"}, [1, -1, 1, -1] + [1] * 4, [2] * 8,
                    [0.5, -1.5, 0.5, -1.5] + [0.5] * 4, [True] * 8),
     "riskpo_drop": ({"name": "riskpo", "filter_mode": "drop"}, [1, -1, 1, -1] + [1] * 4, [2] * 8, None, [True] * 8),
+    # GFPO reward_per_token: the 2 of 4 with the highest r / |o| ([1, -.25, -1, -.5]: rows 0, 1), not the shortest
+    # (rows 0, 2); GRPO over the kept pair, the others kept with A = 0
+    "gfpo_reward_per_token": ({"name": "gfpo", "gfpo_keep": 2, "gfpo_metric": "reward_per_token"},
+                              [1, -1, -1, -1] + [1] * 4, [1, 4, 1, 2] + [2] * 4,
+                              [1 / math.sqrt(2), -1 / math.sqrt(2), 0, 0] + [0] * 4, [True] * 8),
     # GFPO (shortest 2 of 4, filtered rows kept with A = 0): a reward-less row stays out of the loss
     "gfpo_no_reward": ({"name": "gfpo", "gfpo_keep": 2}, [1, -1, None, 1, 1, -1, 1, -1], [1, 2, 4, 3, 1, 2, 3, 4],
                        [1 / math.sqrt(2), -1 / math.sqrt(2), 0, 0, 1 / math.sqrt(2), -1 / math.sqrt(2), 0, 0],
@@ -237,7 +242,7 @@ def test_reinforce_pp_whitens_over_every_process_tokens() -> None:
     tokens (gathered counts, sums and squares), so each process's advantages equal its rows of the one-process
     result, and differ from whitening its own tokens only."""
     lengths = [1, 2, 3, 4, 4, 3, 2, 1]
-    rewards = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0])
+    rewards = torch.tensor([2.0, -1.0, 1.0, -1.0, 1.0, 0.5, -1.0, 1.0])  # not all +-1: E[r^2] != 1
     algo = {"name": "reinforce_pp", "kl_in_reward_coef": 0.0}
     _, want, _ = rollout_advantages(_trainer(algo), [], _out(lengths), rewards, rewards == 1.0)
     halves = [_out(lengths[:4]), _out(lengths[4:])]
@@ -254,3 +259,16 @@ def test_reinforce_pp_whitens_over_every_process_tokens() -> None:
         assert torch.allclose(adv, want[4 * i: 4 * i + 4], atol=1e-6), i
     _, alone, _ = rollout_advantages(_trainer(algo), [], halves[0], rewards[:4], rewards[:4] == 1.0)
     assert not torch.allclose(alone, want[:4], atol=1e-3), "both halves have the global statistics: vacuous"
+
+
+def test_reinforce_pp_leaves_reward_less_rows_out_of_the_whitening() -> None:
+    """REINFORCE++: a row without a reward (keep False) gets advantage 0 and its tokens count in no statistic.
+    One token per row, kept returns [1, -1, -1, 1, 1, 1, 1]: mean 3/7, biased var 40/49."""
+    tr = _trainer({"name": "reinforce_pp", "kl_in_reward_coef": 0.0})
+    nan = float("nan")
+    rewards = torch.tensor([1.0, -1.0, nan, -1.0, 1.0, 1.0, 1.0, 1.0])
+    result, adv, _ = rollout_advantages(tr, [], _out([1] * 8), rewards, rewards == 1.0)
+    assert result.keep.tolist() == [True, True, False] + [True] * 5
+    up, down = 4 / math.sqrt(40), -10 / math.sqrt(40)  # (r - 3/7) / sqrt(40/49)
+    assert torch.allclose(adv[:, 0], torch.tensor([up, down, 0, down, up, up, up, up]), atol=1e-5)
+    assert torch.equal(adv[:, 1:], torch.zeros(8, 3))
