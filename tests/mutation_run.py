@@ -4,9 +4,9 @@ One mutmut run over everything maps each mutant to every selected test that reac
 mutant of `compute_advantages` also ran the trainer wiring tests (seconds each) and the run did not finish on a
 2-core machine. Here each group (pure algorithms, metrics and statistics, records, the RL runner's advantage and
 loss wiring) gets its own copy of src/ and tests/ under mutants/<group>/ with its own [tool.mutmut] section, and
-mutmut runs there. In the RL runner only the functions that wire advantages and losses in are mutated (the
-`functions` globs); the rest of rl.py / rollout_signals.py (TRL config translation, checkpoints, temperature,
-ReMax's greedy decode) is listed as "not selected" in the report.
+mutmut runs there. In the RL runner only the functions that wire advantages and losses in (and GVPO's whole-group
+shuffle, `_prepare_inputs`) are mutated (the `functions` globs); the rest of rl.py / rollout_signals.py (TRL config
+translation, checkpoints, temperature, ReMax's greedy decode) is listed as "not selected" in the report.
 
 Run: `make mutants` (all groups), or `python tests/mutation_run.py algorithms records` (some groups);
 `python tests/mutation_run.py --report` re-prints the report of the last runs; `--survivors` also lists the
@@ -48,10 +48,11 @@ GROUPS = (
           ("tests/test_metrics.py", "tests/test_compare_stats.py", "tests/test_seed_stats.py", _SURV)),
     Group("records", ("records.py",), ("tests/test_crash_safety.py", "tests/test_runs.py", _SURV)),
     Group("rl_wiring", ("training/rl.py", "training/rollout_signals.py"),
-          ("tests/test_rl_wiring.py", "tests/test_wiring_wave2.py", "tests/test_rollout_signals.py", _SURV),
+          ("tests/test_rl_wiring.py", "tests/test_wiring_wave2.py", "tests/test_rollout_signals.py",
+           "tests/test_vllm_is.py", "tests/test_rl_runner_signals.py", _SURV),
           functions=tuple(f"{PKG}.training.rl.xǁRLBenchGRPOTrainerǁ{f}__mutmut_*" for f in (
               "_calculate_rewards", "_score_rollout", "_generate_and_score_completions", "_refill",
-              "_compute_loss", "_policy_loss", "_global_mean"))
+              "_prepare_inputs", "_compute_loss", "_policy_loss", "_global_mean"))
           + tuple(f"{PKG}.training.rollout_signals.x_{f}__mutmut_*" for f in (
               "rollout_advantages", "shape_rewards", "sampling_logps", "shuffle_groups"))),
 )

@@ -273,3 +273,61 @@ def test_wave2_loss_equals_the_hand_formula(shared, tiny_random_model_dir, algor
     assert any(total == pytest.approx(o, rel=1e-4, abs=1e-6) for o in options), (total, options)
     if algorithm == "clip_cov":
         assert len(options) > 1, "no token with covariance in (0, 5): Clip-Cov's detach went untested"
+
+
+# ---------------------------------------------------------------- GVPO's whole-group shuffle
+
+
+def test_gvpo_micro_batches_are_whole_groups_in_shuffled_order(shared, tiny_random_model_dir, monkeypatch):
+    """_prepare_inputs: GVPO's loss centres each group's log-ratio sum on the group mean, so a micro-batch must hold
+    whole groups: the rollout is shuffled by group (shuffle_groups, torch's generator), not by row (TRL), split into
+    steps_per_generation micro-batches and generated again only every steps_per_generation x num_iterations steps
+    (num_iterations 2 here).
+    Every other loss, and GVPO outside training, take TRL's path. Seeds 1 and 0 make randperm(2) swap the two groups
+    and keep them: a skipped shuffle fails the first, a row shuffle breaks the groups."""
+    from trl import GRPOTrainer
+
+    trainer, reward = _use(shared, tiny_random_model_dir, "gvpo")
+    monkeypatch.setattr(trainer, "num_iterations", 2)  # ppo_epochs 2: one rollout serves 2 x 2 micro-batch steps
+    assert trainer.args.steps_per_generation == 2 and trainer.model.training
+    seeds = [1, 0]
+    assert [torch.randperm(2, generator=torch.Generator().manual_seed(s)).tolist() for s in seeds] == [[1, 0], [0, 1]]
+    rollouts: list[dict] = []
+    generate = type(trainer)._generate_and_score_completions
+
+    def recorded(self, batch):  # noqa: ANN001, ANN202
+        out = generate(self, batch)
+        rollouts.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()})
+        torch.manual_seed(seeds[len(rollouts) - 1])  # fixes the group order shuffle_groups draws next
+        return out
+
+    monkeypatch.setattr(type(trainer), "_generate_and_score_completions", recorded)
+    monkeypatch.setattr(trainer, "_buffered_inputs", None)
+    batch = [trainer.train_dataset[i // N] for i in range(2 * N)]
+    micro = []
+    for step in range(5):
+        monkeypatch.setattr(trainer, "_step", step)
+        micro.append(trainer._prepare_inputs(batch))
+        assert len(rollouts) == (1 if step < 4 else 2), "generated at the wrong step (buffer not reused / reused)"
+    # Dr. GRPO advantages r - group mean, by hand: [1, -1, -1, 1] -> itself; [1, -1, 1, 1] -> [.5, -1.5, .5, .5]
+    group = {0: [1.0, -1.0, -1.0, 1.0], 1: [0.5, -1.5, 0.5, 0.5]}
+    order = [(0, 1), (0, 0), (0, 1), (0, 0), (1, 0)]  # (rollout, group) of steps 0 .. 4
+    for got, (k, g) in zip(micro, order, strict=True):
+        rollout = rollouts[k]
+        assert got["advantages"].tolist() == group[g]
+        rows = slice(g * N, (g + 1) * N)
+        for key, value in rollout.items():
+            if isinstance(value, torch.Tensor) and value.ndim >= 1 and len(value) == 2 * N:
+                assert torch.equal(got[key], value[rows]), key  # every column moved with its group
+            else:
+                assert got[key] == value if not isinstance(value, torch.Tensor) else torch.equal(got[key], value)
+    assert reward.calls == 2
+
+    monkeypatch.setattr(GRPOTrainer, "_prepare_inputs", lambda self, batch: ("trl's path", batch))
+    trainer.model.eval()
+    try:
+        assert trainer._prepare_inputs(batch) == ("trl's path", batch)  # evaluation: no buffering, no group shuffle
+    finally:
+        trainer.model.train()
+    trainer, _ = _use(shared, tiny_random_model_dir, "grpo")
+    assert trainer._prepare_inputs(batch) == ("trl's path", batch)
