@@ -92,8 +92,8 @@ def draw_problems(
     split: str, n: int | None, *, splits: dict[str, tuple[str, int, tuple[tuple[str, float], ...]]],
     shapes: dict[str, Shape], seed: str, pool_of: Callable[[str], str], where: str,
     extra: Callable[[random.Random], Any] | None = None,
-) -> Iterator[tuple[int, str, list[int], list[str], str, Any]]:
-    """The first `n` distinct problems of `split` that fall in its pool: (index, difficulty, operands, ops, problem
+) -> Iterator[tuple[str, str, list[int], list[str], str, Any]]:
+    """The first `n` distinct problems of `split` that fall in its pool: (row id, difficulty, operands, ops, problem
     text, extra). `extra(rng)` draws a per-row value right after the operands (from the same stream, so it is part
     of what a version's data is). Every testbed version builds its rows from this one loop."""
     if split not in splits:
@@ -106,6 +106,7 @@ def draw_problems(
     names = [d for d, _ in mix]
     weights = [w for _, w in mix]
     seen: set[str] = set()
+    width = max(4, len(str(max(n - 1, 0))))  # ids of one split sort as text: easy-0007
     while len(seen) < n:
         difficulty = rng.choices(names, weights)[0]
         operands, ops = draw_operands(rng, shapes[difficulty])
@@ -114,11 +115,7 @@ def draw_problems(
         if problem in seen or pool_of(problem) != pool:
             continue
         seen.add(problem)
-        yield len(seen) - 1, difficulty, operands, ops, problem, value
-
-
-def row_id(split: str, index: int, n: int) -> str:
-    return f"{split}-{index:0{max(4, len(str(max(n - 1, 0))))}d}"
+        yield f"{split}-{len(seen) - 1:0{width}d}", difficulty, operands, ops, problem, value
 
 
 def generate_split(split: str, n: int | None = None) -> list[dict]:
@@ -126,13 +123,12 @@ def generate_split(split: str, n: int | None = None) -> list[dict]:
 
     Rows: {"id": "easy-0007", "problem", "answer" (integer as a string), "solution", "difficulty"}.
     """
-    size = SPLITS[split][1] if n is None and split in SPLITS else (n or 0)
     rows = []
-    for i, difficulty, operands, ops, problem, _ in draw_problems(
+    for row_id, difficulty, operands, ops, problem, _ in draw_problems(
         split, n, splits=SPLITS, shapes=SHAPES, seed=f"rlbench-testbed/{TASK_VERSION}/{split}", pool_of=pool_of,
         where="testbed",
     ):
         solution, value = solve(operands, ops)
-        rows.append({"id": row_id(split, i, size), "problem": problem, "answer": str(value), "solution": solution,
+        rows.append({"id": row_id, "problem": problem, "answer": str(value), "solution": solution,
                      "difficulty": difficulty})
     return rows

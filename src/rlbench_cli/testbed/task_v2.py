@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rlbench_cli.testbed.task import SHAPES, Shape, draw_problems, row_id, solve
+from rlbench_cli.testbed.task import SHAPES, Shape, draw_problems, solve
 
 TASK_VERSION = "arith-chain-v3-styles"
 
@@ -55,15 +55,14 @@ def generate_split(split: str, n: int | None = None) -> list[dict]:
     Rows: {"id", "problem", "answer", "solution", "difficulty", "style"}. `solution` is the worked solution
     except in the SFT split, where a DIRECT_FRACTION of rows carry the direct style; `style` says which.
     """
-    size = SPLITS[split][1] if n is None and split in SPLITS else (n or 0)
     rows = []
-    for i, difficulty, operands, ops, problem, direct in draw_problems(
+    for row_id, difficulty, operands, ops, problem, direct in draw_problems(
         split, n, splits=SPLITS, shapes={**TRAIN_SHAPES, **SHAPES}, seed=f"rlbench-testbed/{TASK_VERSION}/{split}",
         pool_of=pool_of, where="testbed v2", extra=lambda rng: split == "sft" and rng.random() < DIRECT_FRACTION,
     ):
         solution, value = solve(operands, ops)
         rows.append({
-            "id": row_id(split, i, size),
+            "id": row_id,
             "problem": problem,
             "answer": str(value),
             "solution": f"\\boxed{{{value}}}" if direct else solution,
