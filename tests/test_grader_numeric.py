@@ -1,5 +1,5 @@
 """The shortcut before Math-Verify's `verify` (grader/numeric.py): which pairs it decides (surely unequal
-constants, a gold polynomial in a symbol the answer lacks), which it must leave to Math-Verify, and that it
+constants, one side a polynomial in a symbol the other lacks, after Math-Verify's unwrapping of equations), which it must leave to Math-Verify, and that it
 never disagrees with Math-Verify. Rows: (gold, pred, decided here)."""
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ CASES: list[tuple[str, str, bool]] = [
     ("3x+2", "5", True),
     ("x+1", "2", True),
     ("x^2+1", "2y", True),
+    # decided: the answer is the polynomial (real SmolLM2 answers that verify spent 10-24 ms on each)
+    ("\\frac{14}{3}", "(x-2)^2", True),
+    ("23", "L is the original max for reusing", True),  # read as a product of letters
+    ("3\\sqrt{13}", "to", True),
+    ("1", "x^2 + 1", True),
+    ("\\pi x", "3", True),  # a nonzero constant times x
+    ("e \\pi x y", "2 x", True),
+    ("0 x", "1", False),  # no symbol once evaluated
+    # decided after Math-Verify's unwrapping: an equation answer to a plain gold, an assignment gold to a plain answer
+    ("\\sqrt{51}", "D \\equiv 0.707", True),  # real: parsed as d = 0.707
+    ("\\sqrt{51}", "d = 0.707", True),
+    ("x = 5", "6", True),
+    ("x=5", "a bit of a mental shortcut", True),
+    ("x = 5", "2y", True),
     # not decided: equal, or too close to call without Math-Verify's own rules
     ("5", "5", False),
     ("\\frac{1}{2}", "0.5", False),
@@ -44,7 +58,6 @@ CASES: list[tuple[str, str, bool]] = [
     ("x + 1", "x + 2", False),
     ("x^2 - x^2 + 1", "1", False),  # not a polynomial in x once expanded: Math-Verify says equal
     ("\\sqrt{2} x", "1", False),  # irrational coefficient
-    ("\\pi x", "3", False),
     ("\\sin x", "1", False),
     ("\\frac{1}{x}", "3", False),
     ("x", "y", False),  # bare symbols: Math-Verify compares them by name
@@ -54,7 +67,12 @@ CASES: list[tuple[str, str, bool]] = [
     ("\\frac{1}{0}", "1", False),
     ("(1,2)", "3", False),
     ("\\{1, 2\\}", "3", False),
-    ("x = 5", "6", False),
+    ("5", "x = 5", False),  # unwrapped to 5 against 5: Math-Verify says equal
+    ("x = 5", "x = 6", False),  # two equations: Math-Verify's relational comparison
+    ("x = 5", "y = 5", False),
+    ("2", "x - x + 2", False),  # constant once expanded
+    ("y", "x + 1", False),  # a bare symbol gold is compared by name
+    ("2x", "\\frac{4x}{2}", False),
     ("x \\le 3", "4", False),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "3", False),
 ]

@@ -1,15 +1,16 @@
-"""Deciding, before Math-Verify's `verify`, pairs of answers that are surely unequal: numbers far apart, or a
-gold polynomial in a symbol the answer does not contain.
+"""Deciding, before Math-Verify's `verify`, pairs of answers that are surely unequal: numbers far apart, or one
+side a polynomial in a symbol the other does not contain.
 
 `verify` ends in `simplify(gold - pred)`, which on a wrong answer that is a constant can take seconds: a real
 SmolLM2 completion on MATH500 answers `5290594888662 + 5^{2546129}` to the gold `3\\sqrt{13}`, and `verify` spends
 0.5 s proving them different (sympy builds the 1.8-million-digit integer). Two symbol-free scalars whose values
 are far apart fail every one of Math-Verify's tests, so that verdict (False) is given here in well under a
-millisecond. Likewise a gold that is a non-constant polynomial in a symbol (rational coefficients) against an
-answer without that symbol: `p - q` against the real answer `\\sum_{j=1}^\\infty \\frac{1}{(j+k^3)^2}` took
-`verify` 0.2 s in simplify, and their difference depends on `p`, so it is not zero. Anything else (other
-symbolic answers, sets, tuples, relations, matrices, percentages, infinities, values that are close) is left to
-Math-Verify, so no verdict changes (bench/grader_verdicts.py checks it on the bench answers;
+millisecond. Likewise one side a non-constant polynomial in a symbol (rational coefficients) and the other without
+that symbol: `p - q` against the real answer `\\sum_{j=1}^\\infty \\frac{1}{(j+k^3)^2}` took `verify` 0.2 s in
+simplify, and their difference depends on `p`, so it is not zero; the gold `23` against a sentence read as a
+product of letters, 24 ms. Equations are first unwrapped as `sympy_expr_eq` does (with its own helpers).
+Anything else (other symbolic answers, sets, tuples, relations, matrices, percentages, infinities, values that
+are close) is left to Math-Verify, so no verdict changes (bench/grader_verdicts.py checks it on the bench answers;
 tests/test_grader_numeric.py holds the table).
 """
 
@@ -37,9 +38,24 @@ def surely_unequal(gold: list[Any], pred: list[Any]) -> bool:
                 if g.strip() and g.strip() == p.strip():
                     return False
             elif isinstance(g, sympy.Basic | sympy.MatrixBase) and isinstance(p, sympy.Basic | sympy.MatrixBase):
-                if not (constants_far_apart(g, p) or gold_symbol_missing(g, p)):
+                g, p = unwrap_like_math_verify(g, p)
+                if not (constants_far_apart(g, p) or polynomial_in_missing_symbol(g, p)
+                        or polynomial_in_missing_symbol(p, g)):
                     return False
     return True
+
+
+def unwrap_like_math_verify(gold: Any, pred: Any) -> tuple[Any, Any]:
+    """The pair `sympy_expr_eq` goes on to compare, for the one unwrapping it does first (with its own helpers):
+    an equation answer to a non-equation gold is read as its last right-hand side (`d = 0.707` against
+    `\\sqrt{51}`), and an assignment gold (`x = 5`) against a non-equation answer as its right-hand side."""
+    from math_verify.grader import is_assignment_relation, is_equation, take_last_relation
+
+    if is_equation(pred) and not is_equation(gold):
+        return gold, take_last_relation(pred).rhs
+    if is_assignment_relation(gold) and not is_equation(pred):
+        return take_last_relation(gold).rhs, pred
+    return gold, pred
 
 
 def constants_far_apart(a: Any, b: Any) -> bool:
@@ -77,17 +93,23 @@ def constant_value(expr: Any) -> Any:
     return v if mpmath.isfinite(v) else None
 
 
-def gold_symbol_missing(gold: Any, pred: Any) -> bool:
-    """`gold` is a polynomial with rational coefficients in its free symbols, of degree >= 1 in a symbol that
-    `pred` (an expression, not a bare symbol) does not contain: `gold - pred` then varies with that symbol, so
-    neither `simplify` nor `evalf` can make it zero. False means "not known"."""
+def polynomial_in_missing_symbol(poly_side: Any, other: Any) -> bool:
+    """`poly_side` is a polynomial with rational coefficients in its free symbols, of degree >= 1 in a symbol that
+    `other` (an expression, not a bare symbol) does not contain: their difference then varies with that symbol, so
+    neither `simplify` nor `evalf` can make it zero. Either side may be the gold: `14/3` against the answer
+    `(x-2)^2`, or the gold `p - q` against a sum over `j`. False means "not known"."""
     import sympy
 
+    gold, pred = poly_side, other
     for e in (gold, pred):
         if not isinstance(e, sympy.Expr) or isinstance(e, sympy.MatrixExpr | sympy.Symbol):
             return False  # Math-Verify compares a bare symbol by name (`\\text{answer}` against a*n*s*w*e*r)
     missing = gold.free_symbols - pred.free_symbols
-    if not missing or len(gold.free_symbols) > 8 or sympy.count_ops(gold) > 50:
+    if not missing:
+        return False
+    if _is_monomial(gold):  # a sentence read as a product of letters (`E*a*b*c*...`) has too many symbols for Poly
+        return True
+    if len(gold.free_symbols) > 8 or sympy.count_ops(gold) > 50:
         return False
     # Cheap pre-checks that keep Poly's domain rational: no functions, constants like pi or i, roots, infinities.
     if gold.atoms(sympy.Function) or gold.has(sympy.NumberSymbol, sympy.I, sympy.UnevaluatedExpr):
@@ -103,3 +125,23 @@ def gold_symbol_missing(gold: Any, pred: Any) -> bool:
     if not (poly.domain.is_ZZ or poly.domain.is_QQ):
         return False
     return any(poly.degree(s) >= 1 for s in missing)
+
+
+def _is_monomial(e: Any, depth: int = 0) -> bool:
+    """Nonzero rationals, e and pi times symbols to positive integer powers (unevaluated products included): a
+    nonzero constant times a product of symbols, so of degree >= 1 in each of them."""
+    import sympy
+
+    if depth > 50:
+        return False
+    if isinstance(e, sympy.Symbol):
+        return True
+    if isinstance(e, sympy.Rational):
+        return e != 0
+    if e is sympy.E or e is sympy.pi:
+        return True
+    if isinstance(e, sympy.Pow):
+        return isinstance(e.exp, sympy.Integer) and e.exp > 0 and _is_monomial(e.base, depth + 1)
+    if isinstance(e, sympy.Mul):
+        return all(_is_monomial(a, depth + 1) for a in e.args)
+    return False
