@@ -40,9 +40,14 @@ def warm_up() -> float:
     return time.process_time() - t0
 
 
-# Imported by the forkserver (`pool._context` preloads this module): warm it before it forks workers.
+# Imported by the forkserver (`pool._context` preloads this module): warm it before it forks workers. Then freeze
+# what it holds out of the garbage collector's reach: a worker's collections would otherwise walk (and write to)
+# every inherited object, copying the forkserver's pages into each worker.
 if __name__ != "__main__":
     warm_up()
+    import gc
+
+    gc.freeze()
 
 if __name__ == "__main__":
     print(f"grader warm-up: {warm_up():.2f} CPU-seconds for {len(WARMUP_ANSWERS)} answers")
