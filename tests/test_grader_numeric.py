@@ -1,6 +1,6 @@
 """The shortcut before Math-Verify's `verify` (grader/numeric.py): which pairs it decides (surely unequal
-constants, one side a polynomial in a symbol the other lacks, after Math-Verify's unwrapping of equations), which it must leave to Math-Verify, and that it
-never disagrees with Math-Verify. Rows: (gold, pred, decided here)."""
+constants, one side a polynomial in a symbol the other lacks, after Math-Verify's unwrapping of equations), which
+it must leave to Math-Verify, and that it never disagrees with Math-Verify. Rows: (gold, pred, decided here)."""
 
 from __future__ import annotations
 
