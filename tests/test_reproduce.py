@@ -30,6 +30,23 @@ def test_shipped_findings_validate_and_their_recipes_load() -> None:
         assert len(set(keys)) == len(keys), f"{finding.id}: two arms share a run; they would be identical"
 
 
+def test_make_demo_runs_shipped_minimal_rl_findings_covering_the_core_algorithms() -> None:
+    """`make demo` trains its runs through these findings: a typo would silently drop an arm from the demo."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    block = re.search(r"MINIMAL_RL_FINDINGS \?=((?:.*\\\n)*.*)", text)
+    assert block, "Makefile: MINIMAL_RL_FINDINGS not found"
+    ids = block.group(1).replace("\\", " ").split()
+    shipped = load_findings()
+    assert ids and set(ids) <= set(shipped), set(ids) - set(shipped)
+    recipes = {arm.recipe for i in ids for arm in shipped[i][0].arms.values()}
+    for core in ("raft", "raft_pp", "reinforce", "reinforce_rej", "grpo"):  # issue 11's demo: at least these
+        assert f"tiny/{core}.yaml" in recipes, core
+    demo = text[text.index("\ndemo:"):text.index("\ndemo-all:")]
+    assert "$(MINIMAL_RL_FINDINGS) --seeds $(SEEDS)" in demo and "compare $(DEMO_DIR)/runs --baseline grpo" in demo
+
+
 def _finding(**over) -> dict:
     base = {"id": "x_y", "claim": "c", "source": {"paper": "p", "where": "w"},
             "arms": {"a": {"recipe": "tiny/grpo.yaml"}, "b": {"recipe": "tiny/raft_pp.yaml"}},
