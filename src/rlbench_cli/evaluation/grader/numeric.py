@@ -103,12 +103,13 @@ def polynomial_in_missing_symbol(poly_side: Any, other: Any) -> bool:
     for e in (poly_side, other):
         if not isinstance(e, sympy.Expr) or isinstance(e, sympy.MatrixExpr | sympy.Symbol):
             return False  # Math-Verify compares a bare symbol by name (`\\text{answer}` against a*n*s*w*e*r)
-    missing = poly_side.free_symbols - other.free_symbols
+    symbols = poly_side.free_symbols
+    missing = symbols - other.free_symbols
     if not missing:
         return False
     if _is_monomial(poly_side):  # a sentence read as a product of letters (`E*a*b*c*...`) has too many symbols for Poly
         return True
-    if len(poly_side.free_symbols) > 8 or sympy.count_ops(poly_side) > 50:
+    if len(symbols) > 8 or sympy.count_ops(poly_side) > 50:
         return False
     # Cheap pre-checks that keep Poly's domain rational: no functions, constants like pi or i, roots, infinities.
     if poly_side.atoms(sympy.Function) or poly_side.has(sympy.NumberSymbol, sympy.I, sympy.UnevaluatedExpr):
@@ -118,7 +119,7 @@ def polynomial_in_missing_symbol(poly_side: Any, other: Any) -> bool:
     if any(not isinstance(x.exp, sympy.Integer) or x.exp < 0 for x in poly_side.atoms(sympy.Pow)):
         return False
     try:
-        poly = sympy.Poly(poly_side, *sorted(poly_side.free_symbols, key=str))
+        poly = sympy.Poly(poly_side, *sorted(symbols, key=str))
     except (sympy.PolynomialError, sympy.GeneratorsNeeded, TypeError, ValueError):
         return False
     if not (poly.domain.is_ZZ or poly.domain.is_QQ):
