@@ -88,14 +88,24 @@ def numeric_value(expr: Any) -> float | None:
 
 def mv_extract_completion(text: str) -> str | None:
     """Math-Verify's extraction of the final answer of an unboxed completion (the paper's pred configs), as a
-    string for rlbench's own normalisation."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
+    string for rlbench's own normalisation: its first candidate, found without parsing (see `mv_candidate`)."""
+    from rlbench_cli.evaluation.grader.mv_candidate import UNDECIDED, first_candidate
     from rlbench_cli.evaluation.grader.normalize import replace_constants
 
     quiet_math_verify()
     # Math-Verify's extraction stops at `\mathrm{e}` (test_mathrm_e_false_positives): read it as `e` first.
-    parsed = parse(replace_constants(text), (ExprExtractionConfig(), LatexExtractionConfig()), parsing_timeout=None)
+    text = replace_constants(text)
+    candidate = first_candidate(text)
+    if candidate is not UNDECIDED:
+        return candidate  # type: ignore[return-value]
+    return full_extraction(text)
+
+
+def full_extraction(text: str) -> str | None:
+    """The fallback string of Math-Verify's full extraction (parsing each candidate until one parses)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    parsed = parse(text, (ExprExtractionConfig(), LatexExtractionConfig()), parsing_timeout=None)
     if len(parsed) >= 2 and isinstance(parsed[1], str):
         return parsed[1]
     if parsed:
