@@ -91,6 +91,7 @@ bench: install
 	$(PY) bench/bench_rl_overhead.py
 	$(PY) bench/bench_grader.py
 	$(PY) bench/bench_generation.py
+	$(PY) bench/clip_ceiling.py
 
 # Mutation testing (issue 16; not part of `make test`): mutmut group by group (tests/mutation_run.py: the math,
 # metrics and statistics, records, the RL runner's advantage/loss wiring), each with its fast tests; then the
