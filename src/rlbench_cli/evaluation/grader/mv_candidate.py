@@ -19,16 +19,25 @@ exactly in pyproject.toml.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 from itertools import groupby
 from typing import Any
 
 UNDECIDED = object()  # the full extraction must decide
 
 
-def _configs() -> tuple[Any, ...]:
+@cache
+def _priority_groups() -> tuple[tuple[tuple[Any, Any], ...], ...]:
+    """Math-Verify's (pattern, target) pairs for the paper's pred configs, grouped by priority, in the order
+    `extract_target_from_pred` tries them. Built once per process: it is the same for every completion."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    from math_verify.parser import get_extraction_regexes
 
-    return (ExprExtractionConfig(), LatexExtractionConfig())
+    configs = (ExprExtractionConfig(), LatexExtractionConfig())
+    patterns = sorted(((pattern, target, priority) for target_patterns, target in get_extraction_regexes(configs)
+                       for pattern, priority in target_patterns), key=lambda x: x[2])
+    return tuple(tuple((pattern, target) for pattern, target, _ in group)
+                 for _, group in groupby(patterns, key=lambda x: x[2]))
 
 
 def _latex_string(match: Any, config: Any) -> str:
@@ -64,15 +73,12 @@ def first_candidate(text: str) -> str | None | object:
     """Math-Verify's fallback string for `text` under the paper's pred configs (Expr, Latex): None when nothing
     matches, `UNDECIDED` when only parsing can tell."""
     from math_verify import LatexExtractionConfig
-    from math_verify.parser import get_extraction_regexes
 
-    patterns = sorted(((pattern, target, priority) for target_patterns, target in get_extraction_regexes(_configs())
-                       for pattern, priority in target_patterns), key=lambda x: x[2])
-    for _, group in groupby(patterns, key=lambda x: x[2]):
-        matches = sorted(((m, m.start(), m.end(), target) for pattern, target, _ in group
-                          for m in pattern.finditer(text)), key=lambda x: (x[2], -x[1]), reverse=True)
+    for group in _priority_groups():
+        matches = [(m, target) for pattern, target in group for m in pattern.finditer(text)]
         if matches:
-            m, target = matches[0][0], matches[0][3]
+            # the first one Math-Verify tries: rightmost end, then leftmost start (its sort, reversed and stable)
+            m, target = max(matches, key=lambda x: (x[0].end(), -x[0].start()))
             s = _latex_string(m, target) if isinstance(target, LatexExtractionConfig) else _expr_string(m)
             return s if s else UNDECIDED
     return None
