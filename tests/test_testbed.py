@@ -166,6 +166,30 @@ def test_config_hash_tracks_every_field() -> None:
     assert config_hash(replace(base, sft_chunks=2)) != config_hash(base)
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_sft_tensors_match_per_row_tokenization(version: str) -> None:
+    """The batched tokenization builds exactly the tensors the per-row loop did (the built model depends on them)."""
+    import torch
+
+    from rlbench_cli.testbed import model as tb
+    from rlbench_cli.testbed.tokenizer import build_char_tokenizer
+    from rlbench_cli.testbed.versions import generate_split as generate
+
+    cfg = replace(tb.default_config(version), sft_examples=300)
+    tok = build_char_tokenizer()
+    ids, labels = tb._sft_tensors(cfg, tok)
+    rows = generate("sft", cfg.sft_examples, version=version)
+    assert ids.shape[0] == labels.shape[0] == len(rows)
+    for i, r in enumerate(rows):
+        p = tok(render_prompt(r["problem"], tb.PROMPT_TEMPLATE))["input_ids"]
+        t = tok(" " + r["solution"])["input_ids"] + [tok.eos_token_id]
+        n = len(p) + len(t)
+        assert ids[i, :n].tolist() == p + t and (ids[i, n:] == tok.pad_token_id).all()
+        assert (labels[i, : len(p)] == -100).all() and labels[i, len(p) : n].tolist() == t
+        assert (labels[i, n:] == -100).all()
+    assert ids.dtype == labels.dtype == torch.long
+
+
 def test_length_sorted_chunks_give_the_full_batch_loss_and_gradient() -> None:
     import torch
     from transformers import LlamaForCausalLM

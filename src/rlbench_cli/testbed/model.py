@@ -132,20 +132,18 @@ def _sft_tensors(cfg: TestbedConfig, tok: Any) -> tuple[Any, Any]:
     from rlbench_cli.prompts import render_prompt
 
     rows = generate_split("sft", cfg.sft_examples, version=cfg.version)
-    seqs, n_prompt = [], []
-    for r in rows:
-        p = tok(render_prompt(r["problem"], PROMPT_TEMPLATE))["input_ids"]
-        t = tok(" " + r["solution"])["input_ids"] + [tok.eos_token_id]
-        seqs.append(p + t)
-        n_prompt.append(len(p))
+    # one batched call per side: the same ids as per-row calls (no special tokens are added), ~10x faster
+    prompts = tok([render_prompt(r["problem"], PROMPT_TEMPLATE) for r in rows])["input_ids"]
+    answers = tok([" " + r["solution"] for r in rows])["input_ids"]
+    seqs = [p + t + [tok.eos_token_id] for p, t in zip(prompts, answers, strict=True)]
+    n_prompt = [len(p) for p in prompts]
     width = max(len(s) for s in seqs)
     if width > cfg.max_position_embeddings:
         raise ValueError(f"longest SFT sequence ({width}) exceeds max_position_embeddings")
-    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for i, (s, n) in enumerate(zip(seqs, n_prompt, strict=True)):
-        ids[i, : len(s)] = torch.tensor(s)
-        labels[i, n : len(s)] = torch.tensor(s[n:])
+    pad = tok.pad_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], dtype=torch.long)
+    labels = torch.tensor([[-100] * n + s[n:] + [-100] * (width - len(s)) for s, n in zip(seqs, n_prompt, strict=True)],
+                          dtype=torch.long)
     return ids, labels
 
 
