@@ -132,18 +132,19 @@ def _sft_tensors(cfg: TestbedConfig, tok: Any) -> tuple[Any, Any]:
     from rlbench_cli.prompts import render_prompt
 
     rows = generate_split("sft", cfg.sft_examples, version=cfg.version)
-    # one batched call per side: the same ids as per-row calls (no special tokens are added), ~10x faster
+    # one batched call per side gives the same ids as per-row calls (no special tokens are added); with the one-shot
+    # tensors below this function takes about 4 s on v2's 20,000 examples instead of 8.5 s (one slow 2-core machine)
     prompts = tok([render_prompt(r["problem"], PROMPT_TEMPLATE) for r in rows])["input_ids"]
     answers = tok([" " + r["solution"] for r in rows])["input_ids"]
     seqs = [p + t + [tok.eos_token_id] for p, t in zip(prompts, answers, strict=True)]
-    n_prompt = [len(p) for p in prompts]
     width = max(len(s) for s in seqs)
     if width > cfg.max_position_embeddings:
         raise ValueError(f"longest SFT sequence ({width}) exceeds max_position_embeddings")
-    pad = tok.pad_token_id
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], dtype=torch.long)
-    labels = torch.tensor([[-100] * n + s[n:] + [-100] * (width - len(s)) for s, n in zip(seqs, n_prompt, strict=True)],
-                          dtype=torch.long)
+    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    pos = torch.arange(width)
+    n_prompt = torch.tensor([len(p) for p in prompts]).unsqueeze(1)
+    length = torch.tensor([len(s) for s in seqs]).unsqueeze(1)
+    labels = ids.masked_fill((pos < n_prompt) | (pos >= length), -100)
     return ids, labels
 
 
