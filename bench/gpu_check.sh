@@ -32,6 +32,9 @@ bundle() {
   local platform="${PLATFORM:-manylinux2014_x86_64}"
   local stage="$DIR.tmp"
   rm -rf "$stage" && mkdir -p "$stage/wheels"
+  # The stage is scratch: removed however bundle ends, so it can never be left behind (or committed).
+  # shellcheck disable=SC2064
+  trap "rm -rf '$stage' '$DIR.tar.xz.tmp'" EXIT
   # 1. The pins and everything they need that the GPU machine lacks, at the versions of this (tested) environment.
   local reqs
   reqs="$($PY - "$PREINSTALLED" "${PINS[@]}" <<'PYEOF'

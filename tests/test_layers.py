@@ -143,3 +143,25 @@ def test_light_modules_do_not_import_torch(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": ""})
     assert out.stdout.strip() == "False"
+
+
+MAX_TRACKED_KIB = 512  # the largest file we mean to track is bench/data's 268 KiB of completions
+
+
+def test_repository_tracks_no_large_or_scratch_files() -> None:
+    """A staging folder of wheels and model files (66 MB) was once committed by mistake; a tracked file over
+    MAX_TRACKED_KIB, or anything under a GPU-bundle path, fails here so it cannot happen again unnoticed."""
+    import shutil
+    import subprocess
+
+    repo = SRC.parent
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout (e.g. an sdist): nothing tracked to check")
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
+    paths = [p for p in listed.decode().split("\0") if p]
+    assert paths, "git ls-files listed nothing"
+    scratch = [p for p in paths if p.startswith("bench/gpu_bundle")]
+    assert not scratch, f"GPU-bundle files are tracked (git rm -r --cached them): {scratch[:3]}"
+    large = [(p, (repo / p).stat().st_size // 1024) for p in paths
+             if (repo / p).is_file() and (repo / p).stat().st_size > MAX_TRACKED_KIB * 1024]
+    assert not large, f"tracked files over {MAX_TRACKED_KIB} KiB: {large[:5]}"
