@@ -1,5 +1,5 @@
-"""The shape of the package: no import circle anywhere in src/, no source file over 600 lines, and the training layer's
-order (context < callbacks < checkpoints/policy < runners < run).
+"""The shape of the package: no import circle anywhere in src/, no source file over 600 lines, the training layer's
+order (context < callbacks < checkpoints/policy < runners < run), and no large or scratch file tracked by git.
 
 The import graph is built with `ast` from every `import` / `from ... import` in src/rlbench_cli, at module level AND
 inside functions (lazy imports of heavy libraries still make a circle a newcomer has to untangle), `TYPE_CHECKING`
