@@ -2,10 +2,12 @@
 
     rlbench reproduce minimal_rl_raftpp_faster_early minimal_rl_grpo_ends_at_least_raftpp \
         yue_rl_beats_base_pass1 --seeds 3 --output results/reproduce
-    python bench/testbed_requirements.py results/reproduce [--json out.json]
+    python bench/testbed_requirements.py results/reproduce [--json out.json] [--exact-kl]
 
 It moves: per GRPO seed, rollout accuracy of the last 2 rollouts minus the first 2 (points), 95% t interval
-across seeds, and KL to the initial policy at the end (mean of the last rollout's steps) and at its maximum.
+across seeds, and KL to the initial policy at the end (mean of the last rollout's steps) and at its maximum, as
+logged (clamped k3); with --exact-kl also the exact per-token KL of each final GRPO policy to its base
+(bench/kl_to_base.py, 64 train prompts x 8; clamped k3 is biased low once a policy is sharp).
 The clip engages: RAFT++ clip fraction averaged over its off-policy optimizer steps (every step of a rollout
 after the first). Headroom: base mean@16 and pass@16 per split; the highest mean@16 of any trained arm. Power:
 seed-to-seed SD of the Average per arm, the SD of the paired GRPO - RAFT++ differences, and the smallest
@@ -52,11 +54,19 @@ def _splits(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _exact_kl(run: Path) -> float:
+    import yaml
+    from kl_to_base import measure, resolve_model_dir  # bench/ is on sys.path when this file runs as a script
+
+    base = yaml.safe_load((run / "recipe.yaml").read_text())["model"]["path"]
+    return measure(str(run / "model"), resolve_model_dir(base), 64, 8, "train", 0)["kl_exact"]
+
+
 def _avg(splits: dict[str, dict[str, float]], key: str = "mean") -> float | None:
     return sum(v[key] for v in splits.values()) / len(splits) if splits else None
 
 
-def measure(root: Path) -> dict:
+def measure(root: Path, exact_kl: bool = False) -> dict:
     res: dict = {}
     grpo, raftpp, base = _runs(root, "tiny-grpo"), _runs(root, "tiny-raft_pp"), _runs(root, "base")
     # it moves
@@ -76,6 +86,8 @@ def measure(root: Path) -> dict:
     mean, half = t_interval(list(rises.values()))
     res["moves"] = {"rise_points_per_seed": rises, "rise_mean": mean, "rise_ci95": [mean - half, mean + half],
                     "kl_end_per_seed": kls, "kl_max_per_seed": kl_max, "train_wall_s": wall, "train_cpu_s": cpu}
+    if exact_kl:
+        res["moves"]["kl_exact_end_per_seed"] = {s: _exact_kl(d) for s, d in grpo.items() if (d / "model").is_dir()}
     # the clip engages
     fracs = {}
     for s, d in raftpp.items():
@@ -123,8 +135,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--exact-kl", action="store_true", help="also measure each GRPO policy's exact KL to its base")
     args = ap.parse_args()
-    res = measure(args.root)
+    res = measure(args.root, exact_kl=args.exact_kl)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, sort_keys=True))
     json.dump(res, sys.stdout, indent=1, sort_keys=True, default=str)

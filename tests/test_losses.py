@@ -10,6 +10,7 @@ import torch
 from rlbench_cli.algorithms.losses import (
     aggregate_loss,
     gae,
+    kl_exact,
     kl_penalty,
     masked_mean,
     masked_whiten,
@@ -186,6 +187,31 @@ def test_kl_penalty_kinds():
     assert (kl_penalty(x, torch.zeros(13), "k3") >= 0).all()
     with pytest.raises(UserError):
         kl_penalty(logp, ref, "kl")
+
+
+@pytest.mark.parametrize(("pi", "ref", "expected"), [
+    ((0.5, 0.5), (0.5, 0.5), 0.0),
+    ((0.999, 0.001), (0.5, 0.5), 0.999 * math.log(0.999 / 0.5) + 0.001 * math.log(0.001 / 0.5)),  # 0.6847
+    ((0.75, 0.25, 0.0), (0.25, 0.25, 0.5), 0.75 * math.log(3.0)),  # a token pi never takes adds nothing
+    ((0.5, 0.5), (0.9, 0.1), 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(5.0)),
+])
+def test_kl_exact_hand_computed(pi, ref, expected):
+    logp = torch.log(torch.tensor([pi]))
+    ref_logp = torch.log(torch.tensor([ref]))
+    assert kl_exact(logp, ref_logp).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_clamped_k3_underestimates_a_sharp_policy_and_k1_does_not():
+    """The expectation of each sampled estimator under pi, against the exact KL (the bias kl_exact's doc states)."""
+    pi, ref = torch.tensor([0.999, 0.001]), torch.tensor([0.5, 0.5])
+    exact = kl_exact(pi.log(), ref.log()).item()
+    k3_clamped = (pi * kl_penalty(pi.log(), ref.log(), "low_var_kl")).sum().item()
+    k3 = (pi * kl_penalty(pi.log(), ref.log(), "k3")).sum().item()
+    k1 = (pi * kl_penalty(pi.log(), ref.log(), "k1")).sum().item()
+    assert exact == pytest.approx(0.6847, abs=1e-4)
+    assert k3 == pytest.approx(exact, abs=1e-5) and k1 == pytest.approx(exact, abs=1e-6)
+    assert k3_clamped == pytest.approx(0.999 * (0.5 / 0.999 - math.log(0.5 / 0.999) - 1) + 0.001 * 10.0, abs=1e-6)
+    assert k3_clamped < 0.3 * exact
 
 
 def test_masked_mean_and_whiten():
