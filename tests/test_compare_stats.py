@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from rlbench_cli.compare.stats import combine_se, paired_bootstrap, standard_error, t_interval
+from rlbench_cli.compare.stats import (
+    combine_se,
+    format_bound,
+    format_p,
+    paired_bootstrap,
+    standard_error,
+    t_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -115,3 +122,29 @@ def test_bootstrap_deterministic_and_seeded() -> None:
 def test_bootstrap_rejects_bad_shapes(arm: list, base: list) -> None:
     with pytest.raises(ValueError):
         paired_bootstrap(arm, base, n_boot=10)
+
+
+@pytest.mark.parametrize(("p", "shown"), [
+    (0.049974, "0.04997"),   # .3g would print 0.05 next to "holds across seeds: yes"
+    (0.0500004, "0.05"),     # not significant, and 0.05 is not below alpha
+    (0.04999996, "0.04999996"),
+    (0.04999999999, "0.05"),  # below alpha only past 7 digits, the most tried
+    (0.0581121, "0.0581"),
+    (0.000123456, "0.000123"),
+    (0.956, "0.956"),
+    (1.0, "1"),
+    (float("nan"), "nan"),
+])
+def test_format_p_never_rounds_across_alpha(p, shown):
+    assert format_p(p) == shown
+
+
+@pytest.mark.parametrize(("x", "shown"), [
+    (0.0008523865866303382, "+0.00085"),  # an interval that excludes 0 must not print +0.00
+    (-0.004, "-0.004"),
+    (0.0, "+0.00"),
+    (4.363425925925934, "+4.36"),
+    (-11.5712, "-11.57"),
+])
+def test_format_bound_never_shows_a_nonzero_as_zero(x, shown):
+    assert format_bound(x) == shown

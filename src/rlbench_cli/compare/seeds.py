@@ -13,6 +13,7 @@ from typing import Any
 
 from rlbench_cli.compare.loader import Run
 from rlbench_cli.compare.seed_stats import SeedTest, min_detectable, pooled_seed_sd, seed_test, seeds_needed
+from rlbench_cli.compare.stats import format_bound, format_p
 
 
 def per_seed_average(runs: Sequence[Run], benchmarks: Sequence[str], metric: str = "mean@k") -> dict[int, float]:
@@ -119,7 +120,7 @@ def render_across_seeds(tests: Sequence[dict[str, Any]]) -> list[str]:
         if t["test"] == "none":
             lines.append(f"  {t['row']}: {t['diff']:+.2f}; needs >= 2 seeds in both rows for a test across seeds")
             continue
-        lines.append(f"  {t['row']}: {t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] "
-                     f"{t['test']} p={t['p_value']:.3g} seeds {t['n_seeds']} vs {t['n_seeds_baseline']}: "
-                     f"holds across seeds: {t['holds_across_seeds']}")
+        lines.append(f"  {t['row']}: {format_bound(t['diff'])} [{format_bound(t['ci_low'])}, "
+                     f"{format_bound(t['ci_high'])}] {t['test']} p={format_p(t['p_value'])} seeds {t['n_seeds']} "
+                     f"vs {t['n_seeds_baseline']}: holds across seeds: {t['holds_across_seeds']}")
     return lines

@@ -38,6 +38,26 @@ def combine_se(ses: Sequence[float]) -> float:
     return math.sqrt(sum(s * s for s in ses)) / len(ses)
 
 
+def format_p(p: float, alpha: float = 0.05, digits: int = 3) -> str:
+    """p with `digits` significant digits, more where rounding would carry it across alpha: a test called
+    significant never prints p=0.05 (0.049974 -> '0.04997'), one that is not never prints below it."""
+    if not math.isfinite(p):
+        return "nan"
+    text = f"{p:.{digits}g}"
+    for d in range(digits, 8):
+        text = f"{p:.{d}g}"
+        if (float(text) < alpha) == (p < alpha):
+            break
+    return text
+
+
+def format_bound(x: float, decimals: int = 2) -> str:
+    """A signed interval bound (or difference) with `decimals` decimals, but never a nonzero value shown as +0.00
+    (an interval that excludes 0 must not print a bound of 0): 0.00085 -> '+0.00085'."""
+    text = f"{x:+.{decimals}f}"
+    return f"{x:+.2g}" if x != 0 and math.isfinite(x) and float(text) == 0 else text
+
+
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """(mean, half-width) of the Student-t confidence interval; half-width is nan for a single value."""
     from scipy import stats

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlbench_cli.compare.stats import format_p
 from rlbench_cli.errors import UserError
 from rlbench_cli.records import atomic_write_json, atomic_write_text, git_commit
 from rlbench_cli.reproduce.plan import RunSpec, execute, is_done, load_arm_recipe, plan_runs
@@ -149,6 +150,10 @@ def _fmt(x: float | None, nd: int = 2) -> str:
     return f"{x:.{nd}f}" if abs(x) >= 0.1 or x == 0 else f"{x:.2g}"  # entropies are ~0.01
 
 
+def _fmt_p(p: float | None) -> str:
+    return "–" if p is None or p != p else format_p(p)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["| finding | claim (source) | metric | a − b [95% CI] | p | seeds | verdict |",
              "|---|---|---|---|---|---|---|"]
@@ -160,7 +165,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| `{f['id']}` | {f['claim']} ({f['source']['paper'].split(',')[0]}, {f['source']['where']}) | "
             f"{metric}; expected {rel_txt} | {_fmt(st['diff'])} [{_fmt(st['ci_low'])}, {_fmt(st['ci_high'])}] | "
-            f"{_fmt(st['p_value'], 3)} | {f['seeds']} | **{f['verdict']}** |")
+            f"{_fmt_p(st['p_value'])} | {f['seeds']} | **{f['verdict']}** |")
     lines += ["", f"Test: {report['test']}. Commit {report['rlbench_git_commit']}.", "",
               "Per-seed values and finding-file hashes:", ""]
     for f in report["findings"]:
