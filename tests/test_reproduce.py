@@ -100,6 +100,22 @@ def test_verdict_rule(finding: Finding, a: list[float], b: list[float], expected
     assert v == expected, test
 
 
+@pytest.mark.parametrize(("finding", "diffs", "expected"), [
+    # effect size gap / sd = 1 -> 10 seeds, 0.5 -> 34 (paired t, two-sided 0.05, 80%: the G*Power reference values)
+    (GREATER, [0.0, 1.0, 2.0], 10),          # mean 1, sd 1, CI [-1.48, 3.48]: inconclusive
+    (AT_LEAST, [-3.0, -1.0, 1.0], 34),       # mean -1, 1 above the threshold -2, sd 2: inconclusive
+    (GREATER, [-1.0, 0.0, 1.0], None),       # on the threshold: no number of seeds settles it
+    (GREATER, [3.0, 4.0, 5.0], None),        # holds: nothing to plan
+])
+def test_seeds_to_settle_an_inconclusive_finding(finding: Finding, diffs: list[float], expected: int | None) -> None:
+    from rlbench_cli.reproduce.verdict import seeds_to_settle
+
+    b = {i: 10.0 for i in range(len(diffs))}
+    a = {i: 10.0 + d for i, d in enumerate(diffs)}
+    v, test, _ = verdict(finding, a, b)
+    assert seeds_to_settle(finding, test, v) == expected, (v, test)
+
+
 @pytest.mark.parametrize("finding", [GREATER, AT_LEAST])
 def test_identical_arms_never_hold(finding: Finding) -> None:
     """Identical arms give identical runs (same recipe, same seed -> same cache key -> same numbers)."""

@@ -17,7 +17,7 @@ from rlbench_cli.errors import UserError
 from rlbench_cli.records import atomic_write_json, atomic_write_text, git_commit
 from rlbench_cli.reproduce.plan import RunSpec, execute, is_done, load_arm_recipe, plan_runs
 from rlbench_cli.reproduce.spec import Finding, load_findings
-from rlbench_cli.reproduce.verdict import run_metric, verdict
+from rlbench_cli.reproduce.verdict import run_metric, seeds_to_settle, verdict
 
 
 def select(ids: list[str] | None, folder: Path | None = None) -> list[tuple[Finding, str, Path]]:
@@ -135,6 +135,7 @@ def build_report(chosen: list[tuple[Finding, str, Path]], plans: dict[str, dict[
             "id": f.id, "claim": f.claim, "source": f.source.model_dump(), "file": path.name, "sha256": digest,
             "metric": f.metric.model_dump(exclude_none=True), "relation": f.relation.model_dump(),
             "verdict": v, "reason": reason, "statistic": test.to_dict(),
+            "seeds_for_80pct_power": seeds_to_settle(f, test, v),
             "per_seed": {arm: {str(k): round(x, 4) for k, x in vals.items()} for arm, vals in values.items()},
             "runs": {arm: [s.key for s in specs] for arm, specs in plans[f.id].items()},
             "seeds": len(next(iter(values.values()))),
@@ -171,5 +172,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     for f in report["findings"]:
         per = "; ".join(f"{arm}: " + ", ".join(f"{v:.3g}" for v in vals.values())
                         for arm, vals in f["per_seed"].items())
-        lines.append(f"- `{f['id']}` ({f['file']} sha256 {f['sha256'][:12]}): {per}; {f['reason']}")
+        plan = f.get("seeds_for_80pct_power")
+        more = (f"; planning: about {plan} seeds would give 80% power to settle a difference this far from the "
+                f"threshold, for a new test declared before it runs (adding seeds to this one after seeing it makes "
+                f"the test sequential, and its false-positive rate rises above 5%)") if plan else ""
+        lines.append(f"- `{f['id']}` ({f['file']} sha256 {f['sha256'][:12]}): {per}; {f['reason']}{more}")
     return "\n".join(lines) + "\n"

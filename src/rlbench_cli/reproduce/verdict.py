@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlbench_cli.compare.seed_stats import SeedTest, seed_test
+from rlbench_cli.compare.seed_stats import SeedTest, seed_test, seeds_needed
 from rlbench_cli.records import read_jsonl
 from rlbench_cli.reproduce.spec import Finding, Metric
 
@@ -80,3 +80,17 @@ def verdict(finding: Finding, a: dict[int, float], b: dict[int, float]) -> tuple
     if test.ci_high < threshold:
         return "does not hold", test, f"95% interval of {rel.a} - {rel.b} lies below {threshold:g}"
     return "inconclusive", test, f"95% interval of {rel.a} - {rel.b} contains {threshold:g}"
+
+
+def seeds_to_settle(finding: Finding, test: SeedTest, verdict_name: str) -> int | None:
+    """For an inconclusive paired verdict: how many seeds would give 80% power (paired t, two-sided alpha 0.05) to
+    settle a true difference as far from the finding's threshold as the observed one, with the observed SD of the
+    per-seed differences. A planning figure (that SD is itself uncertain at 3 seeds), not a verdict; None when the
+    verdict is settled, the test is not paired, the observed difference sits on the threshold, or over 1000 seeds."""
+    if verdict_name != "inconclusive" or test.test != "paired-t" or test.sd_diff is None:
+        return None
+    threshold = 0.0 if finding.relation.type == "greater" else -finding.relation.margin
+    gap = abs(test.diff - threshold)
+    if not math.isfinite(gap) or gap == 0 or not math.isfinite(test.sd_diff) or test.sd_diff == 0:
+        return None
+    return seeds_needed(gap, test.sd_diff, paired=True)
