@@ -69,6 +69,8 @@ def _avg(splits: dict[str, dict[str, float]], key: str = "mean") -> float | None
 def measure(root: Path, exact_kl: bool = False) -> dict:
     res: dict = {}
     grpo, raftpp, base = _runs(root, "tiny-grpo"), _runs(root, "tiny-raft_pp"), _runs(root, "base")
+    if not base:  # `make demo` alone evaluates the base once, into runs/base-<model hash> (no seed in the name)
+        base = dict(enumerate(d for d in sorted((root / "runs").glob("base-*")) if (d / "eval").is_dir()))
     # it moves
     rises, kls, kl_max, wall, cpu = {}, {}, {}, {}, {}
     for s, d in grpo.items():
