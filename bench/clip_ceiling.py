@@ -6,7 +6,7 @@ cannot do; so this share bounds RAFT++'s clip fraction at the start of a run. If
 clip fraction, the policy's step per update is what is small, not the room to clip (issue 11, "the clip engages").
 
 Run:  python bench/clip_ceiling.py [MODEL ...] [--prompts 64] [--n 8] [--split train] [--seed 0] [--eps 0.2]
-      MODEL: `testbed` (default version, built on first use), `testbed:v1`, or a model folder.
+      MODEL: `testbed` (default version, built on first use), `testbed:v1`, a model folder or a run folder.
 Samples as the tiny recipes do (temperature 1.0, top_p 1.0, 80 new tokens, the plain prompt template) from the
 first PROMPTS problems of the testbed split, and grades with the testbed's boxed-integer check.
 """
@@ -15,14 +15,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-
-def _model_dir(name: str) -> str:
-    from rlbench_cli.testbed.model import build_base_model
-    from rlbench_cli.testbed.versions import model_version
-
-    version = model_version(name)
-    return str(build_base_model(progress=True, version=version)) if version else name
 
 
 def measure(model_dir: str, prompts: int, n: int, split: str, seed: int, eps: float) -> dict[str, float]:
@@ -67,6 +59,8 @@ def measure(model_dir: str, prompts: int, n: int, split: str, seed: int, eps: fl
 
 
 def main() -> None:
+    from kl_to_base import resolve_model_dir  # bench/ is on sys.path when this file runs as a script
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", default=["testbed"])
     ap.add_argument("--prompts", type=int, default=64)
@@ -79,7 +73,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     for name in args.models:
-        r = measure(_model_dir(name), args.prompts, args.n, args.split, args.seed, args.eps)
+        r = measure(resolve_model_dir(name), args.prompts, args.n, args.split, args.seed, args.eps)
         print(f"{Path(name).name}: {r['samples']} samples, accuracy {100 * r['accuracy']:.1f}%; tokens with "
               f"p < {1 / (1 + args.eps):.3f}: {100 * r['eligible_in_correct']:.2f}% of correct samples' tokens, "
               f"{100 * r['eligible_in_all']:.2f}% of all")

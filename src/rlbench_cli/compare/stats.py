@@ -43,8 +43,7 @@ def format_p(p: float, alpha: float = 0.05, digits: int = 3) -> str:
     significant never prints p=0.05 (0.049974 -> '0.04997'), one that is not never prints below it."""
     if not math.isfinite(p):
         return "nan"
-    text = f"{p:.{digits}g}"
-    for d in range(digits, 8):
+    for d in range(digits, max(digits, 7) + 1):
         text = f"{p:.{d}g}"
         if (float(text) < alpha) == (p < alpha):
             break
