@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from rlbench_cli.compare.seed_stats import (
+    average_sampling_variance,
     min_detectable,
     paired_t,
     pooled_seed_sd,
     power_t,
+    sampling_variance,
     seed_test,
     seeds_needed,
     welch_t,
@@ -168,6 +170,56 @@ def test_power_report_hand_values(tmp_path) -> None:
     assert math.isclose(rep["paired_sd"], 3.608439, rel_tol=1e-6) and rep["paired_sd_df"] == 2
     assert rep["seeds_needed_paired"] == seeds_needed(10.0, 3.608439)
     assert rep["seeds_needed_unpaired"] == seeds_needed(10.0, pooled, paired=False)
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ([(4, 2)], 0.25 / 3),  # p̂ 0.5: p̂(1 - p̂)/(n - 1)
+    ([(4, 0), (4, 4)], 0.0),  # all-wrong and all-right problems do not move when resampled
+    ([(4, 1), (4, 3)], (0.1875 / 3 + 0.1875 / 3) / 4),  # sum over problems / N²
+    ([(16, 4), (8, 4), (2, 1)], (0.1875 / 15 + 0.25 / 7 + 0.25 / 1) / 9),  # k may differ per problem
+    ([(1, 1), (4, 2)], float("nan")),  # one sample: no estimate
+    ([], float("nan")),
+])
+def test_sampling_variance_hand_values(counts, expected) -> None:
+    got = sampling_variance(counts)
+    assert math.isclose(got, expected, rel_tol=1e-12) if math.isfinite(expected) else math.isnan(got)
+
+
+def test_sampling_variance_matches_resampling() -> None:
+    """The estimate is the variance a re-evaluation of the same policy shows (Monte Carlo, 20,000 redraws)."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 50)
+    n = 16
+    draws = rng.binomial(n, p, size=(20_000, 50)) / n
+    truth = float(draws.mean(1).var())
+    estimates = [sampling_variance([(n, int(c)) for c in row]) for row in (draws[:200] * n).round().astype(int)]
+    assert math.isclose(float(np.mean(estimates)), truth, rel_tol=0.04)  # 0.983 here; p̂(1 - p̂)/n gives 0.922
+
+
+def test_average_sampling_variance_weights_benchmarks_equally() -> None:
+    a, b = [(4, 2)], [(4, 1), (4, 3)]
+    assert math.isclose(average_sampling_variance([a, b]), (0.25 / 3 + 0.03125) / 4, rel_tol=1e-12)
+    assert math.isnan(average_sampling_variance([]))
+
+
+def test_power_report_splits_sampling_from_training(tmp_path) -> None:
+    from rlbench_cli.compare.loader import load_runs
+    from rlbench_cli.compare.seeds import power_report, render_power
+
+    # per-run sampling variance (points²; one benchmark of 4 problems, k = 4): 50 -> [4,4,0,0] 0; 56.25 -> one
+    # problem at 1/4: 1e4·0.0625/16 = 39.0625; 62.5 and 37.5 -> one problem at 2/4: 1e4·(0.25/3)/16 = 52.0833; 25 -> 0
+    _seed_folder(tmp_path, {"a": [50.0, 56.25, 62.5], "b": [25.0, 37.5, 37.5]})
+    runs, _ = load_runs(tmp_path)
+    rep = power_report(runs, 10.0)
+    v = (39.0625 + 3 * 1e4 * (0.25 / 3) / 16) / 6
+    assert math.isclose(rep["eval_sampling_sd"], math.sqrt(v), rel_tol=1e-9)
+    assert math.isclose(rep["eval_share_seed_var"], v / rep["seed_sd"] ** 2, rel_tol=1e-9)
+    assert math.isclose(rep["eval_share_paired_var"], 2 * v / 3.608439**2, rel_tol=1e-5)
+    # here sampling explains more than the observed paired variance, so nothing is left for training
+    assert rep["paired_sd_without_eval"] == 0.0 and rep["mde_3_seeds_paired_without_eval"] == 0.0
+    text = "\n".join(render_power(rep))
+    assert "Evaluation sampling alone" in text and "too few seeds" in text
+    assert power_report(runs, 10.0, metric="pass@k")["eval_sampling_sd"] is None  # not a mean over samples
 
 
 def test_compare_power_cli(tmp_path) -> None:

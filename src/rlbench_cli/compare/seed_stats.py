@@ -9,7 +9,9 @@ test here is Student's t on the per-seed values:
 - Welch's t otherwise (unequal variances, Welch-Satterthwaite df).
 
 `power_t` / `seeds_needed` / `min_detectable` are the matching power calculations (noncentral t, exact for
-normal per-seed values). All functions are pure; scipy is imported inside them.
+normal per-seed values). `sampling_variance` splits the seed-to-seed variance: the part a re-evaluation of the
+same policy would change (finite samples per problem) against the part only another training run changes.
+All functions are pure; scipy is imported inside them.
 """
 
 from __future__ import annotations
@@ -154,3 +156,27 @@ def pooled_seed_sd(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
             ss += sum((x - m) ** 2 for x in g)
             df += len(g) - 1
     return (math.sqrt(ss / df), df) if df else (float("nan"), 0)
+
+
+def sampling_variance(counts: Sequence[tuple[int, int]]) -> float:
+    """Variance of one benchmark's mean@k (a fraction) from evaluation sampling alone, given (n, n_correct) per problem.
+
+    Evaluating the same policy again draws new samples: problem i's score c/n varies by p(1 - p)/n, estimated without
+    bias by p̂(1 - p̂)/(n - 1); problems are sampled independently, so the mean over N problems varies by the sum / N².
+    nan when a problem has fewer than 2 samples (its sampling variance cannot be estimated)."""
+    if not counts:
+        return float("nan")
+    total = 0.0
+    for n, c in counts:
+        if n < 2:
+            return float("nan")
+        p = c / n
+        total += p * (1 - p) / (n - 1)
+    return total / len(counts) ** 2
+
+
+def average_sampling_variance(per_benchmark: Sequence[Sequence[tuple[int, int]]]) -> float:
+    """Sampling variance of the Average (equal-weight mean over benchmarks, each sampled independently)."""
+    if not per_benchmark:
+        return float("nan")
+    return sum(sampling_variance(b) for b in per_benchmark) / len(per_benchmark) ** 2

@@ -2,7 +2,8 @@
 
 `rlbench compare` uses `seed_tests` for its "holds across seeds" column; `rlbench compare --power DIFF` prints
 `power_report`: how many seeds detect a difference of DIFF points with 80% power, from the seed-to-seed SD in
-the folder (paired: SD of the per-seed differences between recipes that share seeds; unpaired: pooled SD).
+the folder (paired: SD of the per-seed differences between recipes that share seeds; unpaired: pooled SD), and
+how much of that variance evaluation sampling explains (what more samples per problem could remove at most).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlbench_cli.compare.loader import Run
-from rlbench_cli.compare.seed_stats import SeedTest, min_detectable, pooled_seed_sd, seed_test, seeds_needed
+from rlbench_cli.compare.seed_stats import (
+    SeedTest,
+    average_sampling_variance,
+    min_detectable,
+    pooled_seed_sd,
+    seed_test,
+    seeds_needed,
+)
 from rlbench_cli.compare.stats import format_bound, format_p
 
 
@@ -30,6 +38,23 @@ def per_seed_average(runs: Sequence[Run], benchmarks: Sequence[str], metric: str
             scores.append(sum(per.values()) / len(per))
         if len(scores) == len(benchmarks):
             out[run.seed if run.seed is not None else -1 - i] = 100 * sum(scores) / len(scores)
+    return out
+
+
+def sampling_variances(runs: Sequence[Run], benchmarks: Sequence[str], metric: str = "mean@k") -> list[float]:
+    """Each run's evaluation-sampling variance of its Average (points²); empty unless `metric` is a mean over
+    samples (mean@k, pass@1) and every run has per-problem counts with >= 2 samples."""
+    if metric not in ("mean@k", "pass@1") or not benchmarks:
+        return []
+    out = []
+    for run in runs:
+        if not all(b in run.evals for b in benchmarks):
+            continue
+        counts = [[(p.get("n") or 0, p.get("n_correct") or 0) for p in run.evals[b].per_problem] for b in benchmarks]
+        v = average_sampling_variance(counts)
+        if not math.isfinite(v):
+            return []
+        out.append(1e4 * v)
     return out
 
 
@@ -76,6 +101,30 @@ def power_report(runs: Sequence[Run], diff: float, metric: str = "mean@k") -> di
         "mde_3_seeds_unpaired": min_detectable(sd, 3, paired=False) if math.isfinite(sd) else None,
         "mde_3_seeds_paired": min_detectable(sd_diff, 3, paired=True) if math.isfinite(sd_diff) else None,
     }
+    out.update(_sampling_part(groups, rows, benches, metric, sd, sd_diff))
+    return out
+
+
+def _sampling_part(groups: dict[str, list[Run]], rows: dict[str, dict[int, float]], benches: Sequence[str],
+                   metric: str, sd: float, sd_diff: float) -> dict[str, Any]:
+    """The share of the seed variance that evaluation sampling explains, and the power without it.
+
+    A per-seed difference of two runs carries both runs' sampling variance (at most: arms that share sampling
+    streams are positively correlated, which lowers it), so its sampling part is taken as twice the mean per run."""
+    var = sampling_variances([r for name in rows for r in groups[name]], benches, metric)
+    if not var:
+        return {"eval_sampling_sd": None}
+    v = sum(var) / len(var)
+    out: dict[str, Any] = {"eval_sampling_sd": math.sqrt(v), "eval_share_seed_var": None,
+                           "eval_share_paired_var": None, "paired_sd_without_eval": None,
+                           "mde_3_seeds_paired_without_eval": None}
+    if math.isfinite(sd) and sd > 0:
+        out["eval_share_seed_var"] = v / sd**2
+    if math.isfinite(sd_diff) and sd_diff > 0:
+        out["eval_share_paired_var"] = 2 * v / sd_diff**2
+        rest = math.sqrt(max(0.0, sd_diff**2 - 2 * v))
+        out["paired_sd_without_eval"] = rest
+        out["mde_3_seeds_paired_without_eval"] = min_detectable(rest, 3, paired=True)
     return out
 
 
@@ -91,9 +140,22 @@ def render_power(rep: dict[str, Any]) -> list[str]:
     lines.append(f"SD of per-seed differences between recipes sharing seeds (df {rep['paired_sd_df']}): "
                  f"{f(rep['paired_sd'])} points -> seeds needed (paired t): {rep['seeds_needed_paired'] or '–'}; "
                  f"3 seeds detect {f(rep['mde_3_seeds_paired'])} points")
+    if rep.get("eval_sampling_sd") is not None:
+        lines.append(f"Evaluation sampling alone (a new draw of the samples per problem, same policy): SD "
+                     f"{f(rep['eval_sampling_sd'])} points per run, {_share(rep.get('eval_share_seed_var'))} of the "
+                     f"seed-to-seed variance, at most {_share(rep.get('eval_share_paired_var'))} of the variance of "
+                     f"per-seed differences; the rest is training. With no sampling noise at all 3 seeds would "
+                     f"detect {f(rep.get('mde_3_seeds_paired_without_eval'))} points (paired): more samples per "
+                     f"problem cannot do better than that, more seeds can.")
     if rep["seed_sd_df"] == 0:
         lines.append("No recipe has 2 or more seeds: train more seeds (rlbench train --seeds 0,1,2) to estimate it.")
     return lines
+
+
+def _share(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.0f}%" if x <= 1 else f"{100 * x:.0f}% (more than all of it: too few seeds to estimate it)"
 
 
 def across_seeds(rows: Sequence[tuple[str, Sequence[Run]]], baseline: tuple[str, Sequence[Run]],
