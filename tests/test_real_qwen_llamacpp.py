@@ -39,9 +39,8 @@ def gguf_vocab() -> dict:
     tokenizer_json = qwen_package_dir() / "models" / "tokenizer.json"
     if not tokenizer_json.is_file():
         pytest.skip(f"real Qwen tokenizer not found at {tokenizer_json}: run `make install-real`")
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
+    gguf = pytest.importorskip("gguf", reason="the `gguf` package is not installed: run `make install-real`")
+    reader = gguf.GGUFReader(str(path))
 
     def strings(key: str) -> list[str]:
         field = reader.fields[key]
