@@ -386,3 +386,24 @@ def test_dpo_logs_kl_to_the_initial_policy(tiny_random_model_dir, tmp_path) -> N
     kls = [r["kl"] for r in rows]
     assert all(k is not None for k in kls), kls
     assert kls[0] == 0.0 and max(kls) > 0.0
+
+
+@pytest.mark.parametrize("runner", ["sft", "dpo", "grpo"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_trl_configs_checkpoint_exactly_when_the_recipe_says(tmp_path, runner, checkpointing):
+    """TRL's configs default to gradient checkpointing on; the recipe's value (default off) must win, or every run
+    recomputes its forward while its record says it did not."""
+    from rlbench_cli.training.batching import dpo_batching, sft_batching
+    from rlbench_cli.training.dpo import dpo_config
+    from rlbench_cli.training.rl import grpo_config
+    from rlbench_cli.training.sft import sft_config
+
+    algorithm = {"name": runner} if runner != "grpo" else {"name": "grpo"}
+    recipe = _recipe(tmp_path, algorithm, model={"path": str(tmp_path), "gradient_checkpointing": checkpointing},
+                     rollout={"prompts_per_batch": 8, "n": 4}, optim={"micro_batch_size": 2})
+    run = _run(recipe, tmp_path / "r")
+    cfg = {"sft": lambda: sft_config(recipe, run, sft_batching(recipe, 64)),
+           "dpo": lambda: dpo_config(recipe, run, 1, dpo_batching(recipe), max_steps=3),
+           "grpo": lambda: grpo_config(recipe, run, 3)}[runner]()
+    assert cfg.activation_checkpointing is checkpointing
+    assert cfg.gradient_checkpointing is checkpointing  # the deprecated alias TRL's trainers still read

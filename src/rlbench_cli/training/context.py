@@ -130,8 +130,9 @@ def trainer_args(recipe: Recipe, run: RunContext, max_steps: int, *, seed: int |
         save_strategy="steps" if checkpoints and recipe.output.checkpoint_every else "no",
         save_steps=recipe.output.checkpoint_every or 500, save_total_limit=recipe.output.keep_checkpoints,
     )
-    if recipe.model.gradient_checkpointing:  # passing False explicitly triggers a deprecation warning
-        args["gradient_checkpointing"] = True
+    # Always explicit: TRL's configs default `gradient_checkpointing=True`, so leaving it unset would checkpoint
+    # every run while the recipe records False. `activation_checkpointing` is transformers' non-deprecated name.
+    args["activation_checkpointing"] = recipe.model.gradient_checkpointing
     return args
 
 
