@@ -398,8 +398,7 @@ def test_trl_configs_checkpoint_exactly_when_the_recipe_says(tmp_path, runner, c
     from rlbench_cli.training.rl import grpo_config
     from rlbench_cli.training.sft import sft_config
 
-    algorithm = {"name": runner} if runner != "grpo" else {"name": "grpo"}
-    recipe = _recipe(tmp_path, algorithm, model={"path": str(tmp_path), "gradient_checkpointing": checkpointing},
+    recipe = _recipe(tmp_path, {"name": runner}, model={"path": str(tmp_path), "gradient_checkpointing": checkpointing},
                      rollout={"prompts_per_batch": 8, "n": 4}, optim={"micro_batch_size": 2})
     run = _run(recipe, tmp_path / "r")
     cfg = {"sft": lambda: sft_config(recipe, run, sft_batching(recipe, 64)),
