@@ -59,6 +59,27 @@ def test_eval_splits_rise_in_difficulty(splits: dict[str, list[dict]]) -> None:
         assert {r["difficulty"] for r in splits[s]} == set(EVAL_SPLITS) | {"2-operand", "6-operand"}
 
 
+# sha256 of each v2 split's rows as v2 was measured (computed before the eval-only splits were added)
+V2_SPLIT_SHA256 = {"sft": "02a1a1dda3363ade", "train": "1a1204e2ae3e81a5", "easy": "82d706ce20e4763c",
+                   "medium": "a123b467a1834330", "hard": "32d3eaed3d723b81"}
+
+
+@pytest.mark.parametrize("split", sorted(V2_SPLIT_SHA256))
+def test_v2_splits_are_unchanged(splits: dict[str, list[dict]], split: str) -> None:
+    import hashlib
+    import json
+
+    assert hashlib.sha256(json.dumps(splits[split], sort_keys=True).encode()).hexdigest()[:16] == V2_SPLIT_SHA256[split]
+
+
+@pytest.mark.parametrize("split,operands", [("ops6", 6)])
+def test_eval_only_long_chains(splits: dict[str, list[dict]], split: str, operands: int) -> None:
+    rows = splits[split]
+    assert len(rows) == 300 and all(r["difficulty"] == split and r["style"] == "worked" for r in rows)
+    assert all(r["solution"].count("=") == operands - 1 for r in rows)
+    assert split not in {r["difficulty"] for s in ("train", "sft") for r in splits[s]}
+
+
 def test_v2_answer_styles_vary_in_length(splits: dict[str, list[dict]]) -> None:
     from rlbench_cli.testbed.task_v2 import DIRECT_FRACTION
 

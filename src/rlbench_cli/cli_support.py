@@ -58,7 +58,7 @@ def eval_defaults(chosen: str | None) -> dict:
 
     import yaml
 
-    from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL
+    from rlbench_cli.config import PAPER_EVAL, TESTBED_EVAL, TESTBED_V1_EVAL
 
     defaults = {"benchmarks": list(PAPER_EVAL), "k": 16, "temperature": 1.0, "top_p": 1.0,
                 "max_new_tokens": 4096, "batch_size": 64, "em_inf": False, "em_inf_mode": "logits",
@@ -68,7 +68,7 @@ def eval_defaults(chosen: str | None) -> dict:
     folder = Path(chosen) if chosen else None
     if folder is not None and (folder / "testbed.json").exists():
         v1 = json.loads((folder / "testbed.json").read_text()).get("testbed_version", "v1") == "v1"
-        benches = [b.replace("testbed_", "testbed_v1_") for b in TESTBED_EVAL] if v1 else list(TESTBED_EVAL)
+        benches = list(TESTBED_V1_EVAL if v1 else TESTBED_EVAL)
         defaults.update(benchmarks=benches, max_new_tokens=80, batch_size=256)
     section = None
     if folder is not None and (folder / "recipe.yaml").is_file():

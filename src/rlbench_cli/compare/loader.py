@@ -28,6 +28,7 @@ CANONICAL_BENCHMARKS: tuple[str, ...] = (
     "testbed_easy",
     "testbed_medium",
     "testbed_hard",
+    "testbed_ops6",
 )
 
 

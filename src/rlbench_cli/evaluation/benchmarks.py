@@ -143,6 +143,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "testbed_easy": BenchmarkSpec("Testbed-Easy", None, None, None, None, None, testbed_split="easy"),
     "testbed_medium": BenchmarkSpec("Testbed-Medium", None, None, None, None, None, testbed_split="medium"),
     "testbed_hard": BenchmarkSpec("Testbed-Hard", None, None, None, None, None, testbed_split="hard"),
+    "testbed_ops6": BenchmarkSpec("Testbed-6ops", None, None, None, None, None, testbed_split="ops6"),
     # testbed v1 (issue 11 made v2 the default; these keep v1 evaluations reproducible)
     "testbed_v1_easy": BenchmarkSpec("Testbed-v1-Easy", None, None, None, None, None, testbed_split="v1/easy"),
     "testbed_v1_medium": BenchmarkSpec("Testbed-v1-Medium", None, None, None, None, None,
